@@ -1,0 +1,38 @@
+"""evaluate_prompt: score one prompt on a set of examples and record it."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from prompt_descent import llm
+from prompt_descent.config import Example, MetricSpec, Models, Prompt, SplitScore
+from prompt_descent.recorder import RunRecorder
+from prompt_descent.store import Store
+from tasks.metric import metric, resolve_metric
+from tasks.predict import predict
+
+
+@flow(name="evaluate_prompt", flow_run_name="evaluate {prompt.id}")
+async def evaluate_prompt(
+    prompt: Prompt,
+    examples: list[Example],
+    spec: MetricSpec,
+    models: Models,
+    concurrency: int,
+    store_path: str,
+    run_id: str,
+    split: str = "eval",
+) -> SplitScore:
+    resolve_metric(spec)
+    store = Store(store_path)
+    gateway = llm.Gateway(cache=store.cached_calls())
+    llm.activate(gateway)
+    store.start_run(run_id, run_id, "evaluate", {"prompt": prompt.model_dump()})
+    label = f"{split} {prompt.id}"
+    outputs = await predict(prompt, examples, models.task, concurrency, label=label)
+    scores = await metric(
+        spec, prompt.id, examples, outputs, models.judge, concurrency, label=label
+    )
+    RunRecorder(store, gateway, run_id).evaluation(prompt, split, scores, label)
+    store.finish_evaluation(run_id, scores.score)
+    return scores

@@ -1,0 +1,154 @@
+"""The command line: `prompt-descent optimize CONFIG`, `runs`, `show`, `evaluate`, `models`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+# Prefect reads its settings at import: keep its home in the project, offline and quiet.
+os.environ.setdefault("PREFECT_HOME", str(Path(".prompt_descent/prefect").resolve()))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from prompt_descent.errors import UserError  # noqa: E402
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
+# Piped output gets the width of a wide terminal rather than rich's 80 columns.
+console = Console(width=shutil.get_terminal_size((220, 40)).columns)
+DEFAULT_STORE = ".prompt_descent/runs.duckdb"
+
+StoreOption = Annotated[str, typer.Option("--store", help="DuckDB file of the project.")]
+
+
+def _fail(error: Exception) -> None:
+    Console(stderr=True).print(f"[red]error:[/red] {error}", highlight=False)
+    raise typer.Exit(2)
+
+
+@app.command()
+def optimize(
+    config: Annotated[Path, typer.Argument(help="Run config (YAML).")],
+    run_id: Annotated[str | None, typer.Option(help="Name the run (default: generated).")] = None,
+) -> None:
+    """Optimize the config's prompt and print baseline vs best."""
+    from flows.optimize import optimize_prompt
+    from prompt_descent.configfile import load_config
+    from prompt_descent.views import summary_table
+
+    try:
+        run_config = load_config(config)
+        summary = asyncio.run(optimize_prompt(run_config, run_id=run_id))
+    except UserError as error:
+        _fail(error)
+    console.print(summary_table(summary))
+
+
+@app.command()
+def runs(store: StoreOption = DEFAULT_STORE) -> None:
+    """List the runs in the store."""
+    from prompt_descent.store import Store
+    from prompt_descent.views import runs_table
+
+    console.print(runs_table(Store(store)))
+
+
+@app.command()
+def show(
+    run: Annotated[str, typer.Argument(help="Run id.")], store: StoreOption = DEFAULT_STORE
+) -> None:
+    """Every proposal of a run: scores, accepted or rejected and why, the prompt diff."""
+    from prompt_descent.store import Store
+    from prompt_descent.views import run_history
+
+    try:
+        console.print(run_history(Store(store), run))
+    except KeyError:
+        _fail(UserError(f"no run '{run}' in {store}; `prompt-descent runs` lists them"))
+
+
+@app.command()
+def evaluate(
+    dataset: Annotated[Path, typer.Argument(help="JSONL, CSV, Parquet or BBH JSON file.")],
+    prompt: Annotated[str, typer.Option(help="The system prompt to score.")],
+    template: Annotated[str, typer.Option(help="User message template.")] = "{input}",
+    field: Annotated[
+        list[str] | None, typer.Option(help="placeholder=column (repeatable); default input=input.")
+    ] = None,
+    target: Annotated[str, typer.Option(help="Target column.")] = "target",
+    metric: Annotated[str, typer.Option(help="Metric name or module:function.")] = "exact_match",
+    model: Annotated[str | None, typer.Option(help="litellm model (default: local).")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Max tokens per answer.")] = 64,
+    limit: Annotated[int | None, typer.Option(help="Score only the first N examples.")] = None,
+    concurrency: Annotated[int, typer.Option(help="Calls in flight.")] = 4,
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Score one prompt on a dataset."""
+    from pydantic import ValidationError
+
+    from flows.evaluate import evaluate_prompt
+    from flows.optimize import new_run_id
+    from prompt_descent.config import DatasetSpec, MetricSpec, Models, ModelSettings, Prompt
+    from prompt_descent.datasets import load_examples
+
+    try:
+        fields = dict(item.split("=", 1) for item in field) if field else {"input": "input"}
+        the_prompt = Prompt(system=prompt, template=template)
+        spec = DatasetSpec(path=str(dataset), fields=fields, target=target)
+        settings = {"max_tokens": max_tokens} | ({"model": model} if model else {})
+        models = Models(
+            task=ModelSettings(**settings),
+            judge=ModelSettings(**({"model": model} if model else {})),
+        )
+        examples = load_examples(spec)[:limit]
+        scores = asyncio.run(
+            evaluate_prompt(
+                the_prompt,
+                examples,
+                MetricSpec(name=metric),
+                models,
+                concurrency,
+                store,
+                new_run_id(f"eval-{the_prompt.id}"),
+            )
+        )
+    except ValidationError as error:
+        _fail(UserError(" ".join(str(error.errors()[0]["msg"]).split())))
+    except (UserError, ValueError) as error:
+        _fail(error)
+    failed = sum(1 for p in scores.predictions if p.error)
+    console.print(
+        f"prompt {the_prompt.id}: {metric} = {scores.score:.3f} on "
+        f"{len(scores.predictions)} examples ({failed} failed calls)"
+    )
+
+
+@app.command()
+def models() -> None:
+    """The embedded local models: installed, verified, size."""
+    from rich.table import Table
+
+    from prompt_descent.local import describe_models
+
+    table = Table(title="local models")
+    for column in ("model", "installed", "verified", "size", "path"):
+        table.add_column(column)
+    for info in describe_models():
+        table.add_row(
+            info.name,
+            "yes" if info.installed else "no",
+            "yes" if info.verified else "no",
+            f"{info.size_bytes / 1e6:,.0f} MB",
+            str(info.path or ""),
+        )
+    console.print(table)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,240 @@
+"""The run configuration and the records that flow between the steps.
+
+Everything a user writes (the YAML run config) and everything a step takes or
+returns is a pydantic model, so that bad input fails at the edge with a message
+naming the field, and so that Prefect can hash step inputs for its cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import string
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DEFAULT_MODEL = "local/qwen2.5-coder-1.5b-instruct"
+
+
+def default_model() -> str:
+    """The model every role uses unless the config names one: PROMPT_DESCENT_MODEL or local."""
+    return os.environ.get("PROMPT_DESCENT_MODEL") or DEFAULT_MODEL
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSettings(Strict):
+    """One role's model and the sampling settings it is called with."""
+
+    model: str = Field(default_factory=default_model, min_length=1)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    max_tokens: int = Field(256, ge=1, le=32768)
+    api_base: str | None = None
+    api_key_env: str | None = Field(
+        None, description="Name of the environment variable holding the API key (never the key)."
+    )
+
+    def sampling(self) -> dict[str, float | int]:
+        return {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "frequency_penalty": self.frequency_penalty,
+            "max_tokens": self.max_tokens,
+        }
+
+
+class Models(Strict):
+    """The model for each role. Roles left out use `task`'s model with role defaults."""
+
+    task: ModelSettings = ModelSettings(max_tokens=64)
+    gradient: ModelSettings = ModelSettings(max_tokens=384, temperature=0.7)
+    apply: ModelSettings = ModelSettings(max_tokens=512, temperature=0.7)
+    judge: ModelSettings = ModelSettings(max_tokens=16)
+
+
+_PLACEHOLDER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def placeholders(text: str) -> set[str]:
+    """The `{name}` fields of a str.format template."""
+    try:
+        return {name for _, name, _, _ in string.Formatter().parse(text) if name}
+    except ValueError:
+        return set()
+
+
+def template_error(text: str) -> str | None:
+    """Why `text` cannot be used as a str.format template, or None if it can."""
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
+    except ValueError as exc:
+        return f"{exc} (write literal braces as {{{{ and }}}})"
+    for name in names:
+        if not _PLACEHOLDER.match(name):
+            return f"placeholder {{{name}}} is not a plain field name"
+    return None
+
+
+class Prompt(Strict):
+    """The thing being optimized: a system prompt and the user-message template."""
+
+    system: str
+    template: str = "{input}"
+
+    @field_validator("template")
+    @classmethod
+    def _template_is_formattable(cls, value: str) -> str:
+        problem = template_error(value)
+        if problem:
+            raise ValueError(problem)
+        if not placeholders(value):
+            raise ValueError("the template has no placeholder such as {input}")
+        return value
+
+    @property
+    def id(self) -> str:
+        """Content address: the same text always has the same id."""
+        digest = hashlib.sha256(f"{self.system}\x00{self.template}".encode()).hexdigest()
+        return digest[:16]
+
+    def placeholders(self) -> set[str]:
+        return placeholders(self.template)
+
+    def render(self, inputs: dict[str, str]) -> list[dict[str, str]]:
+        """Chat messages for one example; the system prompt first so its prefix is cached."""
+        return [
+            {"role": "system", "content": self.system},
+            {"role": "user", "content": self.template.format(**inputs)},
+        ]
+
+
+class DatasetSpec(Strict):
+    """Where the examples come from and which fields are which."""
+
+    path: str | None = None
+    query: str | None = Field(None, description="DuckDB SQL returning the rows.")
+    database: str | None = Field(None, description="DuckDB file the query runs against.")
+    format: Literal["auto", "jsonl", "csv", "parquet", "bbh"] = "auto"
+    fields: dict[str, str] = Field(
+        default_factory=lambda: {"input": "input"},
+        description="Template placeholder -> dataset column.",
+    )
+    target: str | None = "target"
+    id: str | None = Field(None, description="Column holding a unique example id.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DatasetSpec:
+        if (self.path is None) == (self.query is None):
+            raise ValueError("give exactly one of 'path' or 'query'")
+        return self
+
+
+class Splits(Strict):
+    train: int = Field(20, ge=1)
+    val: int = Field(20, ge=1)
+    test: int = Field(0, ge=0)
+
+
+class MetricSpec(Strict):
+    """A built-in metric by name, or a user function as 'module:function'."""
+
+    name: str = "exact_match"
+    pattern: str | None = Field(None, description="For 'regex': the pattern the output must match.")
+    field: str | None = Field(None, description="For 'json_field': the JSON key compared.")
+    rubric: str | None = Field(None, description="For 'llm_judge': what a good answer is.")
+
+
+class Budget(Strict):
+    max_llm_calls: int | None = Field(None, ge=1)
+    max_cost_usd: float | None = Field(None, gt=0)
+    max_tokens: int | None = Field(None, ge=1)
+    max_seconds: float | None = Field(None, gt=0)
+
+
+class RunConfig(Strict):
+    name: str = Field(..., min_length=1)
+    model: str | None = Field(None, description="One line to set the model of every role.")
+    prompt: Prompt
+    dataset: DatasetSpec
+    metric: MetricSpec = MetricSpec()
+    models: Models = Models()
+    batch_size: int = Field(4, ge=1)
+    max_proposals: int = Field(5, ge=1)
+    steps: int | None = Field(None, ge=1, description="Batches to run; default one epoch.")
+    epochs: int = Field(1, ge=1)
+    seed: int = 0
+    splits: Splits = Splits()
+    concurrency: int = Field(4, ge=1)
+    history_size: int = Field(4, ge=0, description="Recent (prompt, score) pairs shown to apply.")
+    budget: Budget = Budget()
+    store: str = ".prompt_descent/runs.duckdb"
+    register_as: str | None = Field(None, description="Registry name; defaults to the run name.")
+    source: Path | None = Field(None, exclude=True, description="The YAML file it came from.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_applies_to_every_role(cls, data: object) -> object:
+        if not isinstance(data, dict) or not data.get("model"):
+            return data
+        roles = dict(data.get("models") or {})
+        for role in Models.model_fields:
+            settings = roles.get(role)
+            if isinstance(settings, ModelSettings):
+                settings = settings.model_dump(exclude_unset=True)
+            settings = dict(settings or {})
+            settings.setdefault("model", data["model"])
+            roles[role] = {
+                **Models.model_fields[role].default.model_dump(exclude={"model"}),
+                **settings,
+            }
+        return {**data, "models": roles}
+
+    @model_validator(mode="after")
+    def _template_fields_are_mapped(self) -> RunConfig:
+        unmapped = self.prompt.placeholders() - set(self.dataset.fields)
+        if unmapped:
+            names = ", ".join(sorted(unmapped))
+            raise ValueError(
+                f"prompt.template uses {{{names}}} but dataset.fields maps only "
+                f"{sorted(self.dataset.fields)}; add it to dataset.fields"
+            )
+        return self
+
+    @property
+    def registry_name(self) -> str:
+        return self.register_as or self.name
+
+
+class Example(Strict):
+    id: str
+    inputs: dict[str, str]
+    target: str | None = None
+
+
+class Prediction(Strict):
+    """One example's output and score. A failed example is a score of 0 with its error."""
+
+    example_id: str
+    output: str
+    score: float = 0.0
+    error: str | None = None
+
+
+class SplitScore(Strict):
+    """A prompt's predictions on a set of examples, and their mean score."""
+
+    prompt_id: str
+    predictions: list[Prediction]
+
+    @property
+    def score(self) -> float:
+        if not self.predictions:
+            return 0.0
+        return sum(p.score for p in self.predictions) / len(self.predictions)

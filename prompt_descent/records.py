@@ -1,0 +1,140 @@
+"""What the steps return and the store keeps: LLM calls, iterations, run summaries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from prompt_descent.config import ModelSettings, Prompt, SplitScore
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CallRecord(Record):
+    """One LLM call: what was asked, what came back, what it cost."""
+
+    key: str
+    role: str
+    model: str
+    messages: list[dict[str, Any]]
+    params: dict[str, Any]
+    response: str | None = None
+    error: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    cached: bool = False
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class Usage(Record):
+    """Calls actually paid for (cache hits are free and not counted)."""
+
+    calls: int = 0
+    tokens: int = 0
+    cost_usd: float = 0.0
+
+    def add(self, call: CallRecord) -> None:
+        if not call.cached:
+            self.calls += 1
+            self.tokens += call.tokens
+            self.cost_usd += call.cost_usd
+
+    def minus(self, earlier: Usage) -> Usage:
+        return Usage(
+            calls=self.calls - earlier.calls,
+            tokens=self.tokens - earlier.tokens,
+            cost_usd=self.cost_usd - earlier.cost_usd,
+        )
+
+
+class Feedback(Record):
+    """The text gradient for one proposal."""
+
+    prompt_id: str
+    text: str
+    failures: int
+
+
+class Candidate(Record):
+    """What the apply step proposed, or why it proposed nothing usable."""
+
+    prompt: Prompt | None
+    rejected_because: str | None = None
+    raw: str = ""
+
+
+class Validation(Record):
+    """A candidate scored against the current prompt: the batch first, then val."""
+
+    batch_before: float
+    batch_after: float | None = None
+    val_before: float
+    val_after: float | None = None
+    val_examples_scored: int = 0
+    batch: SplitScore | None = None
+    val: SplitScore | None = None
+    stopped_because: str | None = None
+
+
+class Decision(Record):
+    accepted: bool
+    reason: str
+
+
+class IterationRecord(Record):
+    """One row of the `iterations` table: one proposal and its fate."""
+
+    step: int
+    proposal: int
+    batch_ids: list[str]
+    current_prompt: str
+    candidate_prompt: str | None
+    batch_before: float | None
+    batch_after: float | None
+    val_before: float | None
+    val_after: float | None
+    val_examples_scored: int
+    accepted: bool
+    reason: str
+    llm_calls: int
+    tokens: int
+    cost_usd: float
+    seconds: float
+
+
+class RunSummary(Record):
+    """The outcome of a run; the flow fills it in as the run goes."""
+
+    run_id: str
+    name: str
+    status: str = "running"
+    stop_reason: str | None = None
+    baseline_prompt: str
+    best_prompt: str
+    baseline_val: float | None = None
+    baseline_test: float | None = None
+    best_val: float | None = None
+    best_test: float | None = None
+    steps: int = 0
+    proposals: int = 0
+    accepted: int = 0
+    usage: Usage = Usage()
+    seconds: float = 0.0
+    registered_version: int | None = None
+
+
+class RegistryEntry(Record):
+    name: str
+    settings: ModelSettings
+    val_score: float | None
+    test_score: float | None
+    champion: bool
+    run_id: str | None

@@ -1,0 +1,377 @@
+"""DuckDB: the schema, the writes and the queries.
+
+Only the flow process writes. DuckDB lets one process hold a file open for
+writing, so every operation opens the file, does its work in one transaction and
+closes it again; a lock held by another process is waited out with a short retry,
+so two runs (or a CLI query during a run) on one file all finish.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+
+from prompt_descent.config import Prompt
+from prompt_descent.records import CallRecord, IterationRecord, RegistryEntry, RunSummary
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY,
+    name VARCHAR NOT NULL,
+    mode VARCHAR NOT NULL,
+    config JSON NOT NULL,
+    status VARCHAR NOT NULL,
+    stop_reason VARCHAR,
+    started_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    finished_at TIMESTAMP,
+    baseline_prompt VARCHAR,
+    best_prompt VARCHAR,
+    baseline_val DOUBLE,
+    baseline_test DOUBLE,
+    best_val DOUBLE,
+    best_test DOUBLE,
+    steps INTEGER,
+    proposals INTEGER,
+    accepted INTEGER
+);
+CREATE TABLE IF NOT EXISTS prompts (
+    prompt_id VARCHAR PRIMARY KEY,
+    system VARCHAR NOT NULL,
+    template VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+CREATE TABLE IF NOT EXISTS iterations (
+    run_id VARCHAR NOT NULL,
+    step INTEGER NOT NULL,
+    proposal INTEGER NOT NULL,
+    batch_ids VARCHAR[] NOT NULL,
+    current_prompt VARCHAR NOT NULL,
+    candidate_prompt VARCHAR,
+    batch_before DOUBLE,
+    batch_after DOUBLE,
+    val_before DOUBLE,
+    val_after DOUBLE,
+    val_examples_scored INTEGER,
+    accepted BOOLEAN NOT NULL,
+    reason VARCHAR NOT NULL,
+    llm_calls INTEGER NOT NULL,
+    tokens INTEGER NOT NULL,
+    cost_usd DOUBLE NOT NULL,
+    seconds DOUBLE NOT NULL,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    PRIMARY KEY (run_id, step, proposal)
+);
+CREATE TABLE IF NOT EXISTS predictions (
+    run_id VARCHAR NOT NULL,
+    prompt_id VARCHAR NOT NULL,
+    split VARCHAR NOT NULL,
+    example_id VARCHAR NOT NULL,
+    output VARCHAR NOT NULL,
+    score DOUBLE NOT NULL,
+    error VARCHAR,
+    PRIMARY KEY (run_id, prompt_id, split, example_id)
+);
+CREATE TABLE IF NOT EXISTS gradients (
+    run_id VARCHAR NOT NULL,
+    step INTEGER NOT NULL,
+    proposal INTEGER NOT NULL,
+    prompt_id VARCHAR NOT NULL,
+    feedback VARCHAR NOT NULL,
+    PRIMARY KEY (run_id, step, proposal)
+);
+CREATE TABLE IF NOT EXISTS llm_calls (
+    call_key VARCHAR NOT NULL,
+    run_id VARCHAR NOT NULL,
+    role VARCHAR NOT NULL,
+    model VARCHAR NOT NULL,
+    messages JSON NOT NULL,
+    params JSON NOT NULL,
+    response VARCHAR,
+    error VARCHAR,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    cost_usd DOUBLE NOT NULL,
+    latency_s DOUBLE NOT NULL,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+CREATE TABLE IF NOT EXISTS evaluations (
+    run_id VARCHAR NOT NULL,
+    prompt_id VARCHAR NOT NULL,
+    split VARCHAR NOT NULL,
+    score DOUBLE NOT NULL,
+    examples INTEGER NOT NULL,
+    label VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+CREATE TABLE IF NOT EXISTS registry (
+    name VARCHAR NOT NULL,
+    version INTEGER NOT NULL,
+    prompt_id VARCHAR NOT NULL,
+    model VARCHAR NOT NULL,
+    temperature DOUBLE NOT NULL,
+    top_p DOUBLE NOT NULL,
+    frequency_penalty DOUBLE NOT NULL,
+    max_tokens INTEGER NOT NULL,
+    val_score DOUBLE,
+    test_score DOUBLE,
+    champion BOOLEAN NOT NULL,
+    run_id VARCHAR,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    PRIMARY KEY (name, version)
+);
+"""
+
+T = TypeVar("T")
+LOCK_RETRY_SECONDS = 30.0
+
+
+def _is_lock_conflict(error: duckdb.Error) -> bool:
+    return "lock" in str(error).lower()
+
+
+class Store:
+    """One DuckDB file. Each method is one short transaction."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._run(lambda con: con.execute(SCHEMA))
+
+    @contextmanager
+    def _connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        deadline = time.monotonic() + LOCK_RETRY_SECONDS
+        while True:
+            try:
+                con = duckdb.connect(str(self.path))
+                break
+            except duckdb.Error as error:
+                if not _is_lock_conflict(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(random.uniform(0.05, 0.25))
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def _run(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        with self._connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                result = work(con)
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+            return result
+
+    def query(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+        """Rows as dicts; for the CLI and for tests."""
+
+        def fetch(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+            cursor = con.execute(sql, params or [])
+            columns = [d[0] for d in cursor.description]
+            return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+        return self._run(fetch)
+
+    # -- writes ------------------------------------------------------------
+
+    def start_run(self, run_id: str, name: str, mode: str, config: dict[str, Any]) -> None:
+        """Create the run row, or mark an existing one (a resume) as running again."""
+        self._run(
+            lambda con: con.execute(
+                """INSERT INTO runs (run_id, name, mode, config, status)
+                   VALUES (?, ?, ?, ?, 'running')
+                   ON CONFLICT (run_id) DO UPDATE SET status = 'running', stop_reason = NULL,
+                   finished_at = NULL""",
+                [run_id, name, mode, json.dumps(config)],
+            )
+        )
+
+    def save_step(
+        self,
+        run_id: str,
+        prompts: list[Prompt],
+        calls: list[CallRecord],
+        predictions: list[tuple[str, str, list[Any]]] = (),
+        iteration: IterationRecord | None = None,
+        gradient: tuple[int, int, str, str] | None = None,
+        evaluations: list[tuple[str, str, float, int, str]] = (),
+    ) -> None:
+        """Everything one step produced, written in one transaction."""
+
+        def write(con: duckdb.DuckDBPyConnection) -> None:
+            for prompt in prompts:
+                con.execute(
+                    "INSERT INTO prompts (prompt_id, system, template) VALUES (?, ?, ?) "
+                    "ON CONFLICT DO NOTHING",
+                    [prompt.id, prompt.system, prompt.template],
+                )
+            if calls:
+                con.executemany(
+                    """INSERT INTO llm_calls (call_key, run_id, role, model, messages, params,
+                       response, error, prompt_tokens, completion_tokens, cost_usd, latency_s)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                    [
+                        [
+                            c.key,
+                            run_id,
+                            c.role,
+                            c.model,
+                            json.dumps(c.messages),
+                            json.dumps(c.params),
+                            c.response,
+                            c.error,
+                            c.prompt_tokens,
+                            c.completion_tokens,
+                            c.cost_usd,
+                            c.latency_s,
+                        ]
+                        for c in calls
+                    ],
+                )
+            for prompt_id, split, rows in predictions:
+                if rows:
+                    con.executemany(
+                        """INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?)
+                           ON CONFLICT DO UPDATE SET output = excluded.output,
+                           score = excluded.score, error = excluded.error""",
+                        [
+                            [run_id, prompt_id, split, p.example_id, p.output, p.score, p.error]
+                            for p in rows
+                        ],
+                    )
+            if gradient is not None:
+                step, proposal, prompt_id, feedback = gradient
+                con.execute(
+                    "INSERT INTO gradients VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    [run_id, step, proposal, prompt_id, feedback],
+                )
+            if iteration is not None:
+                row = iteration.model_dump()
+                columns = ", ".join(row)
+                marks = ", ".join("?" for _ in row)
+                con.execute(
+                    f"INSERT OR REPLACE INTO iterations (run_id, {columns}) VALUES (?, {marks})",
+                    [run_id, *row.values()],
+                )
+            for prompt_id, split, score, examples, label in evaluations:
+                con.execute(
+                    "INSERT INTO evaluations (run_id, prompt_id, split, score, examples, label) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [run_id, prompt_id, split, score, examples, label],
+                )
+
+        self._run(write)
+
+    def finish_run(self, run_id: str, summary: RunSummary) -> None:
+        self._run(
+            lambda con: con.execute(
+                """UPDATE runs SET status = ?, stop_reason = ?, finished_at = current_timestamp,
+                   baseline_prompt = ?, best_prompt = ?, baseline_val = ?, baseline_test = ?,
+                   best_val = ?, best_test = ?, steps = ?, proposals = ?, accepted = ?
+                   WHERE run_id = ?""",
+                [
+                    summary.status,
+                    summary.stop_reason,
+                    summary.baseline_prompt,
+                    summary.best_prompt,
+                    summary.baseline_val,
+                    summary.baseline_test,
+                    summary.best_val,
+                    summary.best_test,
+                    summary.steps,
+                    summary.proposals,
+                    summary.accepted,
+                    run_id,
+                ],
+            )
+        )
+
+    def finish_evaluation(self, run_id: str, score: float) -> None:
+        self._run(
+            lambda con: con.execute(
+                "UPDATE runs SET status = 'completed', finished_at = current_timestamp, "
+                "best_val = ? WHERE run_id = ?",
+                [score, run_id],
+            )
+        )
+
+    def register(self, entry: RegistryEntry, prompt: Prompt) -> int:
+        """Add a new version under `entry.name`; returns the version number."""
+
+        def write(con: duckdb.DuckDBPyConnection) -> int:
+            con.execute(
+                "INSERT INTO prompts (prompt_id, system, template) VALUES (?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                [prompt.id, prompt.system, prompt.template],
+            )
+            (version,) = con.execute(
+                "SELECT coalesce(max(version), 0) + 1 FROM registry WHERE name = ?", [entry.name]
+            ).fetchone()
+            if entry.champion:
+                con.execute("UPDATE registry SET champion = false WHERE name = ?", [entry.name])
+            s = entry.settings
+            con.execute(
+                """INSERT INTO registry (name, version, prompt_id, model, temperature, top_p,
+                   frequency_penalty, max_tokens, val_score, test_score, champion, run_id)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                [
+                    entry.name,
+                    version,
+                    prompt.id,
+                    s.model,
+                    s.temperature,
+                    s.top_p,
+                    s.frequency_penalty,
+                    s.max_tokens,
+                    entry.val_score,
+                    entry.test_score,
+                    entry.champion,
+                    entry.run_id,
+                ],
+            )
+            return version
+
+        return self._run(write)
+
+    # -- reads -------------------------------------------------------------
+
+    def cached_calls(self) -> dict[str, CallRecord]:
+        """Every successful call ever made into this store, by call key."""
+        rows = self.query(
+            """SELECT call_key, any_value(role) AS role, any_value(model) AS model,
+                      any_value(messages) AS messages, any_value(params) AS params,
+                      any_value(response) AS response,
+                      any_value(prompt_tokens) AS prompt_tokens,
+                      any_value(completion_tokens) AS completion_tokens,
+                      any_value(cost_usd) AS cost_usd, any_value(latency_s) AS latency_s
+               FROM llm_calls WHERE error IS NULL AND response IS NOT NULL GROUP BY call_key"""
+        )
+        return {
+            row["call_key"]: CallRecord(
+                key=row["call_key"],
+                role=row["role"],
+                model=row["model"],
+                messages=json.loads(row["messages"]),
+                params=json.loads(row["params"]),
+                response=row["response"],
+                prompt_tokens=row["prompt_tokens"],
+                completion_tokens=row["completion_tokens"],
+                cost_usd=row["cost_usd"],
+                latency_s=row["latency_s"],
+                cached=True,
+            )
+            for row in rows
+        }
+
+    def prompt(self, prompt_id: str) -> Prompt | None:
+        rows = self.query("SELECT system, template FROM prompts WHERE prompt_id = ?", [prompt_id])
+        return Prompt(**rows[0]) if rows else None

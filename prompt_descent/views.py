@@ -1,0 +1,146 @@
+"""What the CLI prints: run summaries, run lists, iteration histories, prompt diffs."""
+
+from __future__ import annotations
+
+import difflib
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from prompt_descent.config import Prompt
+from prompt_descent.records import RunSummary
+from prompt_descent.store import Store
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def summary_table(run: RunSummary) -> Table:
+    table = Table(title=f"run {run.run_id} ({run.status})")
+    table.add_column("")
+    table.add_column("baseline", justify="right")
+    table.add_column("best", justify="right")
+    table.add_row("val", _score(run.baseline_val), _score(run.best_val))
+    table.add_row("test", _score(run.baseline_test), _score(run.best_test))
+    table.add_row("prompt", run.baseline_prompt, run.best_prompt)
+    table.add_section()
+    table.add_row("steps", "", str(run.steps))
+    table.add_row("proposals tried / accepted", "", f"{run.proposals} / {run.accepted}")
+    table.add_row("LLM calls (paid)", "", str(run.usage.calls))
+    table.add_row("tokens", "", f"{run.usage.tokens:,}")
+    table.add_row("cost", "", f"${run.usage.cost_usd:.4f}")
+    table.add_row("time", "", f"{run.seconds:.1f} s")
+    if run.stop_reason:
+        table.add_row("stopped because", "", run.stop_reason)
+    if run.registered_version is not None:
+        table.add_row("registered", "", f"{run.name} v{run.registered_version}")
+    return table
+
+
+def runs_table(store: Store) -> Table:
+    table = Table(title=f"runs in {store.path}")
+    for column in (
+        "run",
+        "name",
+        "mode",
+        "status",
+        "started",
+        "val before",
+        "val after",
+        "test before",
+        "test after",
+        "proposals",
+        "accepted",
+        "calls",
+        "cost",
+    ):
+        table.add_column(column)
+    rows = store.query(
+        """SELECT r.*, count(c.call_key) AS calls, coalesce(sum(c.cost_usd), 0) AS cost
+           FROM runs r LEFT JOIN llm_calls c USING (run_id)
+           GROUP BY ALL ORDER BY r.started_at"""
+    )
+    for r in rows:
+        table.add_row(
+            r["run_id"],
+            r["name"],
+            r["mode"],
+            r["status"],
+            f"{r['started_at']:%Y-%m-%d %H:%M}",
+            _score(r["baseline_val"]),
+            _score(r["best_val"]),
+            _score(r["baseline_test"]),
+            _score(r["best_test"]),
+            str(r["proposals"] or 0),
+            str(r["accepted"] or 0),
+            str(r["calls"]),
+            f"${r['cost']:.4f}",
+        )
+    return table
+
+
+def prompt_diff(before: Prompt, after: Prompt) -> Text:
+    lines = difflib.unified_diff(
+        f"{before.system}\n---- template\n{before.template}".splitlines(),
+        f"{after.system}\n---- template\n{after.template}".splitlines(),
+        fromfile=before.id,
+        tofile=after.id,
+        lineterm="",
+    )
+    text = Text()
+    for line in lines:
+        style = "green" if line.startswith("+") else "red" if line.startswith("-") else "dim"
+        text.append(line + "\n", style=style)
+    return text
+
+
+def run_history(store: Store, run_id: str) -> Group:
+    runs = store.query("SELECT * FROM runs WHERE run_id = ?", [run_id])
+    if not runs:
+        raise KeyError(run_id)
+    table = Table(title=f"iterations of {run_id}")
+    for column in (
+        "step",
+        "prop.",
+        "batch before",
+        "batch after",
+        "val before",
+        "val after",
+        "val n",
+        "accepted",
+        "reason",
+        "calls",
+        "tokens",
+        "s",
+    ):
+        table.add_column(column)
+    iterations = store.query(
+        "SELECT * FROM iterations WHERE run_id = ? ORDER BY step, proposal", [run_id]
+    )
+    parts: list = [table]
+    for it in iterations:
+        table.add_row(
+            str(it["step"]),
+            str(it["proposal"]),
+            _score(it["batch_before"]),
+            _score(it["batch_after"]),
+            _score(it["val_before"]),
+            _score(it["val_after"]),
+            str(it["val_examples_scored"]),
+            "yes" if it["accepted"] else "no",
+            it["reason"],
+            str(it["llm_calls"]),
+            str(it["tokens"]),
+            f"{it['seconds']:.1f}",
+        )
+        if it["candidate_prompt"]:
+            before, after = store.prompt(it["current_prompt"]), store.prompt(it["candidate_prompt"])
+            if before and after:
+                verdict = "accepted" if it["accepted"] else "rejected"
+                parts.append(
+                    Text(f"\nstep {it['step']} proposal {it['proposal']} ({verdict})", style="bold")
+                )
+                parts.append(prompt_diff(before, after))
+    return Group(*parts)

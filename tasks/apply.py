@@ -1,0 +1,140 @@
+"""Step 4, the optimizer step: rewrite the prompt along the text gradient.
+
+The apply model answers in JSON, validated by pydantic; a reply that does not
+parse gets one repair request, and a candidate that is empty, unchanged, already
+tried, or that drops or invents a placeholder is rejected here, before any
+prediction is spent on it.
+"""
+
+from __future__ import annotations
+
+import json
+
+from prefect import task
+from pydantic import BaseModel, ValidationError
+
+from prompt_descent import llm
+from prompt_descent.config import ModelSettings, Prompt, template_error
+from prompt_descent.records import Candidate, Feedback
+from tasks.gradient import describe_prompt
+from tasks.options import STEP_OPTIONS
+
+APPLY_SYSTEM = (
+    "You improve prompts for a language model. Given the current prompt, feedback on its "
+    "mistakes and earlier attempts with their scores, write an improved prompt. Keep every "
+    "{placeholder} of the template exactly as it is. Reply with only a JSON object: "
+    '{"system": "<the new system prompt>", "template": "<the new template>"}.'
+)
+
+
+class ProposedPrompt(BaseModel):
+    system: str
+    template: str | None = None
+
+
+def apply_messages(
+    prompt: Prompt, feedback: Feedback, history: list[tuple[Prompt, float]]
+) -> list[dict[str, str]]:
+    tried = "\n\n".join(
+        f"Attempt scoring {score:.2f}:\n{describe_prompt(p)}" for p, score in history
+    )
+    return [
+        {"role": "system", "content": APPLY_SYSTEM},
+        {
+            "role": "user",
+            "content": (
+                f"Current prompt:\n{describe_prompt(prompt)}\n\nFeedback:\n{feedback.text}\n\n"
+                + (f"Earlier attempts (do not repeat them):\n{tried}\n\n" if tried else "")
+                + "The improved prompt as JSON:"
+            ),
+        },
+    ]
+
+
+def parse_proposal(reply: str) -> ProposedPrompt:
+    """The JSON object in `reply` (fences and surrounding prose tolerated)."""
+    start, end = reply.find("{"), reply.rfind("}")
+    if start < 0 or end <= start:
+        raise ValueError("no JSON object in the reply")
+    return ProposedPrompt.model_validate(json.loads(reply[start : end + 1]))
+
+
+def _rejected(reason: str) -> Candidate:
+    return Candidate(prompt=None, rejected_because=reason)
+
+
+def check_candidate(
+    current: Prompt, proposal: ProposedPrompt, history: list[tuple[Prompt, float]]
+) -> Candidate:
+    system = proposal.system.strip()
+    template = (proposal.template or current.template).strip() or current.template
+    if not system:
+        return _rejected("empty candidate prompt")
+    problem = template_error(template)
+    if problem:
+        return _rejected(f"candidate template unusable: {problem}")
+    candidate = Prompt(system=system, template=template)
+    lost = current.placeholders() - candidate.placeholders()
+    if lost:
+        names = ", ".join(f"{{{n}}}" for n in sorted(lost))
+        return _rejected(f"candidate drops placeholder {names}")
+    invented = candidate.placeholders() - current.placeholders()
+    if invented:
+        names = ", ".join(f"{{{n}}}" for n in sorted(invented))
+        return _rejected(f"candidate adds unknown placeholder {names}")
+    if candidate.id == current.id:
+        return _rejected("candidate is identical to the current prompt")
+    if any(candidate.id == p.id for p, _ in history):
+        return _rejected("candidate was already tried")
+    return Candidate(prompt=candidate)
+
+
+async def apply_gradient(
+    prompt: Prompt,
+    feedback: Feedback,
+    history: list[tuple[Prompt, float]],
+    settings: ModelSettings,
+) -> Candidate:
+    gateway = llm.gateway()
+    messages = apply_messages(prompt, feedback, history)
+    call = await gateway.complete("apply", settings, messages, json_mode=True)
+    if call.error:
+        return _rejected(f"apply call failed: {call.error}")
+    reply = call.response or ""
+    try:
+        proposal = parse_proposal(reply)
+    except (ValueError, ValidationError) as first_error:
+        problem = " ".join(str(first_error).split())[:300]
+        repair = messages + [
+            {"role": "assistant", "content": reply},
+            {
+                "role": "user",
+                "content": (
+                    f"That reply is not the JSON object asked for ({problem}). Reply with only "
+                    '{"system": "...", "template": "..."}.'
+                ),
+            },
+        ]
+        call = await gateway.complete("apply", settings, repair, json_mode=True)
+        reply = call.response or ""
+        try:
+            proposal = parse_proposal(reply)
+        except (ValueError, ValidationError) as second_error:
+            problem = " ".join(str(second_error).split())[:200]
+            return Candidate(
+                prompt=None,
+                raw=reply,
+                rejected_because=f"apply reply not valid JSON after one repair: {problem}",
+            )
+    return check_candidate(prompt, proposal, history).model_copy(update={"raw": reply})
+
+
+@task(name="apply", task_run_name="apply {label}", **STEP_OPTIONS)
+async def apply(
+    prompt: Prompt,
+    feedback: Feedback,
+    history: list[tuple[Prompt, float]],
+    settings: ModelSettings,
+    label: str = "",
+) -> Candidate:
+    return await apply_gradient(prompt, feedback, history, settings)

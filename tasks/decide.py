@@ -1,0 +1,37 @@
+"""Step 6: accept the candidate or reject it, always with the reason.
+
+A candidate is accepted when it is strictly better on the batch it was written
+for and not worse on the validation split. Ties on val are accepted because the
+candidate fixed the batch without costing anything held out.
+"""
+
+from __future__ import annotations
+
+from prefect import task
+
+from prompt_descent.records import Decision, Validation
+from tasks.options import STEP_OPTIONS
+
+
+def judge_validation(validation: Validation) -> Decision:
+    if validation.stopped_because is not None:
+        return Decision(accepted=False, reason=validation.stopped_because)
+    if validation.val_after is None or validation.batch_after is None:
+        return Decision(accepted=False, reason="candidate was not validated")
+    if validation.val_after < validation.val_before:
+        return Decision(
+            accepted=False,
+            reason=(f"worse on val ({validation.val_after:.3f} vs {validation.val_before:.3f})"),
+        )
+    return Decision(
+        accepted=True,
+        reason=(
+            f"better on the batch ({validation.batch_before:.3f} -> {validation.batch_after:.3f}), "
+            f"val {validation.val_before:.3f} -> {validation.val_after:.3f}"
+        ),
+    )
+
+
+@task(name="decide", task_run_name="decide {label}", **STEP_OPTIONS)
+async def decide(validation: Validation, label: str = "") -> Decision:
+    return judge_validation(validation)

@@ -1,0 +1,31 @@
+"""What every step task declares: retries with backoff, and a cache over its inputs.
+
+The cache key is the step's inputs and source, not the flow run, so an identical
+run (or a resumed one) gets the step's persisted result back without a call.
+`label` only names the task run and is left out of the key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.tasks import exponential_backoff
+
+from prompt_descent.errors import BudgetExhausted, UserError
+
+
+def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
+    """A spent budget or a user mistake will fail the same way again."""
+    error = state.result(raise_on_failure=False)
+    return not isinstance(error, BudgetExhausted | UserError)
+
+
+STEP_OPTIONS: dict[str, Any] = {
+    "retries": 2,
+    "retry_delay_seconds": exponential_backoff(backoff_factor=2),
+    "retry_jitter_factor": 0.5,
+    "retry_condition_fn": _worth_retrying,
+    "cache_policy": (INPUTS + TASK_SOURCE) - "label",
+    "persist_result": True,
+}

@@ -1,0 +1,33 @@
+"""Step 1, forward: the task model answers every example with the prompt."""
+
+from __future__ import annotations
+
+from prefect import task
+
+from prompt_descent import llm
+from prompt_descent.config import Example, ModelSettings, Prediction, Prompt
+from tasks.options import STEP_OPTIONS
+
+
+async def generate_predictions(
+    prompt: Prompt, examples: list[Example], settings: ModelSettings, concurrency: int
+) -> list[Prediction]:
+    """One prediction per example, in order; a failed call is an empty output with its error."""
+    calls = await llm.gateway().complete_many(
+        "predict", settings, [prompt.render(e.inputs) for e in examples], concurrency
+    )
+    return [
+        Prediction(example_id=e.id, output=(c.response or "").strip(), error=c.error)
+        for e, c in zip(examples, calls, strict=True)
+    ]
+
+
+@task(name="predict", task_run_name="predict {label}", **STEP_OPTIONS)
+async def predict(
+    prompt: Prompt,
+    examples: list[Example],
+    settings: ModelSettings,
+    concurrency: int,
+    label: str = "",
+) -> list[Prediction]:
+    return await generate_predictions(prompt, examples, settings, concurrency)

@@ -1,0 +1,42 @@
+"""Test setup: a throwaway Prefect home, and the scripted fake model as a litellm provider."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+# Settings Prefect and litellm read at import: before any project import.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="prompt-descent-prefect-")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
+os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+
+from collections.abc import Callable, Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings  # noqa: E402
+
+from prompt_descent import llm  # noqa: E402
+from prompt_descent.fake import Script, ScriptedModel  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def fresh_prefect_results(tmp_path: Path) -> Iterator[Path]:
+    """Each test gets its own Prefect result cache, so no test is served another's results."""
+    results = tmp_path / "prefect-results"
+    with temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: results}):
+        yield results
+
+
+@pytest.fixture
+def fake_model() -> Callable[[Script], ScriptedModel]:
+    """Register a scripted model as the `fake/…` litellm provider; returns it for inspection."""
+
+    def register(script: Script, latency_s: float = 0.0) -> ScriptedModel:
+        model = ScriptedModel(script, latency_s)
+        llm.register_provider("fake", model)
+        return model
+
+    return register
