@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import dataclass
 
 from prefect import flow, get_run_logger
 
+from flows.artifacts import RunPublisher
 from prompt_descent import llm
 from prompt_descent.batching import minibatches, planned_steps
 from prompt_descent.config import Example, Prompt, RunConfig, SplitScore
-from prompt_descent.datasets import load_examples, split_examples
+from prompt_descent.datasets import DataSplits, load_examples, split_examples
 from prompt_descent.errors import BudgetExhausted
 from prompt_descent.recorder import RunRecorder
 from prompt_descent.records import RegistryEntry, RunSummary
@@ -28,9 +30,125 @@ def new_run_id(name: str) -> str:
     return f"{slug}-{uuid.uuid4().hex[:8]}"
 
 
+@dataclass
+class Trainer:
+    """The state one run carries from step to step."""
+
+    config: RunConfig
+    splits: DataSplits
+    gateway: llm.Gateway
+    recorder: RunRecorder
+    publisher: RunPublisher
+    run: RunSummary
+    current: Prompt
+    current_val: SplitScore | None = None
+
+    async def evaluate(self, prompt: Prompt, split: str, examples: list[Example], label: str):
+        config = self.config
+        outputs = await predict(
+            prompt, examples, config.models.task, config.concurrency, label=label
+        )
+        scores = await metric(
+            config.metric,
+            prompt.id,
+            examples,
+            outputs,
+            config.models.judge,
+            config.concurrency,
+            label=label,
+        )
+        self.recorder.evaluation(prompt, split, scores, label)
+        return scores
+
+    async def step(self, step: int, batch: list[Example], history: list[tuple[Prompt, float]]):
+        """Up to max_proposals candidates for one batch; stops at the first accepted one."""
+        config, models, logger = self.config, self.config.models, get_run_logger()
+        batch_scores = await self.evaluate(self.current, "train", batch, f"step {step}")
+        if batch_scores.score >= 1.0:
+            self.recorder.skipped(step, batch, self.current, batch_scores.score)
+            return
+        rejected: list[Prompt] = []
+        for proposal in range(1, config.max_proposals + 1):
+            label = f"step {step} proposal {proposal}"
+            started, usage_before = time.monotonic(), self.gateway.usage.model_copy()
+            feedback = await gradient(
+                self.current, batch, batch_scores, models.gradient, rejected, label=label
+            )
+            candidate = await apply(
+                self.current, feedback, history[-config.history_size :], models.apply, label=label
+            )
+            validation = await validate(
+                candidate,
+                batch,
+                batch_scores,
+                self.splits.val,
+                self.current_val,
+                config.metric,
+                models.task,
+                models.judge,
+                config.concurrency,
+                label=label,
+            )
+            decision = await decide(validation, label=label)
+            self.run.proposals += 1
+            row = self.recorder.proposal(
+                step,
+                proposal,
+                batch,
+                self.current,
+                feedback,
+                candidate,
+                validation,
+                decision,
+                self.gateway.usage.minus(usage_before),
+                time.monotonic() - started,
+            )
+            await self.publisher.proposal(row)
+            logger.info(
+                "%s: %s (%s)",
+                label,
+                "accepted" if decision.accepted else "rejected",
+                decision.reason,
+            )
+            if candidate.prompt is None:
+                continue
+            history.append((candidate.prompt, validation.val_after or validation.batch_after or 0))
+            if decision.accepted and validation.val is not None:
+                await self.publisher.accepted(step, self.current, candidate.prompt, decision.reason)
+                self.current, self.current_val = candidate.prompt, validation.val
+                self.run.best_prompt, self.run.best_val = self.current.id, validation.val.score
+                self.run.accepted += 1
+                return
+            rejected.append(candidate.prompt)
+
+    async def train(self) -> None:
+        config, splits, run = self.config, self.splits, self.run
+        self.current_val = await self.evaluate(self.current, "val", splits.val, "baseline val")
+        run.baseline_val = run.best_val = self.current_val.score
+        if splits.test:
+            baseline_test = await self.evaluate(self.current, "test", splits.test, "baseline test")
+            run.baseline_test = baseline_test.score
+        get_run_logger().info(
+            "baseline %s: val %.3f, test %s", self.current.id, run.baseline_val, run.baseline_test
+        )
+        history = [(self.current, self.current_val.score)]
+        batches = minibatches(
+            splits.train, config.batch_size, config.seed, self.publisher.planned_steps
+        )
+        for step, batch in enumerate(batches, start=1):
+            run.steps = step
+            await self.step(step, batch, history)
+            await self.publisher.step_done(step)
+        if splits.test:
+            run.best_test = (
+                run.baseline_test
+                if self.current.id == run.baseline_prompt
+                else (await self.evaluate(self.current, "test", splits.test, "best test")).score
+            )
+
+
 @flow(name="optimize_prompt", flow_run_name="optimize {config.name}")
 async def optimize_prompt(config: RunConfig, run_id: str | None = None) -> RunSummary:
-    logger = get_run_logger()
     started = time.monotonic()
     resolve_metric(config.metric)
     splits = split_examples(load_examples(config.dataset), config.splits, config.seed)
@@ -38,137 +156,48 @@ async def optimize_prompt(config: RunConfig, run_id: str | None = None) -> RunSu
     run_id = run_id or new_run_id(config.name)
     gateway = llm.Gateway(config.budget, store.cached_calls())
     llm.activate(gateway)
-    recorder = RunRecorder(store, gateway, run_id)
     store.start_run(run_id, config.name, "metric", config.model_dump(mode="json"))
-    models = config.models
-
-    async def evaluate(
-        prompt: Prompt, split: str, examples: list[Example], label: str
-    ) -> SplitScore:
-        outputs = await predict(prompt, examples, models.task, config.concurrency, label=label)
-        scores = await metric(
-            config.metric,
-            prompt.id,
-            examples,
-            outputs,
-            models.judge,
-            config.concurrency,
-            label=label,
-        )
-        recorder.evaluation(prompt, split, scores, label)
-        return scores
-
-    current = config.prompt
-    run = RunSummary(
-        run_id=run_id, name=config.name, baseline_prompt=current.id, best_prompt=current.id
+    steps = planned_steps(len(splits.train), config.batch_size, config.epochs, config.steps)
+    trainer = Trainer(
+        config=config,
+        splits=splits,
+        gateway=gateway,
+        recorder=RunRecorder(store, gateway, run_id),
+        publisher=RunPublisher(run_id, steps),
+        run=RunSummary(
+            run_id=run_id,
+            name=config.name,
+            baseline_prompt=config.prompt.id,
+            best_prompt=config.prompt.id,
+        ),
+        current=config.prompt,
     )
+    run = trainer.run
+    await trainer.publisher.started()
     try:
-        current_val = await evaluate(current, "val", splits.val, "baseline val")
-        run.baseline_val = run.best_val = current_val.score
-        if splits.test:
-            run.baseline_test = (
-                await evaluate(current, "test", splits.test, "baseline test")
-            ).score
-        logger.info(
-            "baseline %s: val %.3f test %s", current.id, run.baseline_val, run.baseline_test
-        )
-        history: list[tuple[Prompt, float]] = [(current, current_val.score)]
-        total_steps = planned_steps(
-            len(splits.train), config.batch_size, config.epochs, config.steps
-        )
-        for step, batch in enumerate(
-            minibatches(splits.train, config.batch_size, config.seed, total_steps), start=1
-        ):
-            run.steps = step
-            batch_scores = await evaluate(current, "train", batch, f"step {step}")
-            if batch_scores.score >= 1.0:
-                recorder.skipped(step, batch, current, batch_scores.score)
-                continue
-            rejected: list[Prompt] = []
-            for proposal in range(1, config.max_proposals + 1):
-                label = f"step {step} proposal {proposal}"
-                proposal_started, usage_before = time.monotonic(), gateway.usage.model_copy()
-                feedback = await gradient(
-                    current, batch, batch_scores, models.gradient, rejected, label=label
-                )
-                candidate = await apply(
-                    current, feedback, history[-config.history_size :], models.apply, label=label
-                )
-                validation = await validate(
-                    candidate,
-                    batch,
-                    batch_scores,
-                    splits.val,
-                    current_val,
-                    config.metric,
-                    models.task,
-                    models.judge,
-                    config.concurrency,
-                    label=label,
-                )
-                decision = await decide(validation, label=label)
-                run.proposals += 1
-                recorder.proposal(
-                    step,
-                    proposal,
-                    batch,
-                    current,
-                    feedback,
-                    candidate,
-                    validation,
-                    decision,
-                    gateway.usage.minus(usage_before),
-                    time.monotonic() - proposal_started,
-                )
-                logger.info(
-                    "%s: %s (%s)",
-                    label,
-                    "accepted" if decision.accepted else "rejected",
-                    decision.reason,
-                )
-                if candidate.prompt is None:
-                    continue
-                tried_score = validation.val_after
-                if tried_score is None:
-                    tried_score = validation.batch_after or 0.0
-                history.append((candidate.prompt, tried_score))
-                if decision.accepted and validation.val is not None:
-                    current, current_val = candidate.prompt, validation.val
-                    run.best_prompt, run.best_val = current.id, current_val.score
-                    run.accepted += 1
-                    break
-                rejected.append(candidate.prompt)
-        if splits.test:
-            run.best_test = (
-                run.baseline_test
-                if current.id == run.baseline_prompt
-                else (await evaluate(current, "test", splits.test, "best test")).score
-            )
+        await trainer.train()
+        run.status = "completed"
     except BudgetExhausted as exhausted:
         run.status, run.stop_reason = "stopped", str(exhausted)
-        logger.warning("stopping: %s; keeping the best prompt so far", exhausted)
-        recorder.flush_calls()
+        get_run_logger().warning("stopping: %s; keeping the best prompt so far", exhausted)
     except BaseException as failure:
-        recorder.flush_calls()
         run.status, run.stop_reason = "failed", f"{type(failure).__name__}: {failure}"
-        run.usage, run.seconds = gateway.usage.model_copy(), time.monotonic() - started
-        store.finish_run(run_id, run)
         raise
-
-    if run.status == "running":
-        run.status = "completed"
-    run.usage, run.seconds = gateway.usage.model_copy(), time.monotonic() - started
-    if run.best_val is not None:
-        run.registered_version = store.register(
-            RegistryEntry(
-                name=config.registry_name,
-                settings=models.task,
-                val_score=run.best_val,
-                test_score=run.best_test,
-                champion=True,
-                run_id=run_id,
-            ),
-            current,
-        )
-    store.finish_run(run_id, run)
+    finally:
+        trainer.recorder.flush_calls()
+        run.usage, run.seconds = gateway.usage.model_copy(), time.monotonic() - started
+        if run.status != "failed" and run.best_val is not None:
+            run.registered_version = store.register(
+                RegistryEntry(
+                    name=config.registry_name,
+                    settings=config.models.task,
+                    val_score=run.best_val,
+                    test_score=run.best_test,
+                    champion=True,
+                    run_id=run_id,
+                ),
+                trainer.current,
+            )
+        store.finish_run(run_id, run)
+    await trainer.publisher.finished(run, trainer.current, config.store)
     return run

@@ -16,6 +16,10 @@ os.environ.setdefault("PREFECT_HOME", str(Path(".prompt_descent/prefect").resolv
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+if "PREFECT_API_URL" not in os.environ:
+    # The throwaway server is stopped mid-flush at exit and logs tracebacks about it;
+    # `prefect server start` (see README) is the server to watch runs on.
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
 
 from prompt_descent.errors import UserError  # noqa: E402
 

@@ -14,7 +14,14 @@ import string
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_MODEL = "local/qwen2.5-coder-1.5b-instruct"
 
@@ -183,29 +190,32 @@ class RunConfig(Strict):
     def _model_applies_to_every_role(cls, data: object) -> object:
         if not isinstance(data, dict) or not data.get("model"):
             return data
-        roles = dict(data.get("models") or {})
-        for role in Models.model_fields:
+        roles = data.get("models") or {}
+        if not isinstance(roles, dict):
+            return data  # field validation reports what is wrong with `models`
+        roles = dict(roles)
+        for role, field in Models.model_fields.items():
             settings = roles.get(role)
             if isinstance(settings, ModelSettings):
                 settings = settings.model_dump(exclude_unset=True)
-            settings = dict(settings or {})
-            settings.setdefault("model", data["model"])
-            roles[role] = {
-                **Models.model_fields[role].default.model_dump(exclude={"model"}),
-                **settings,
-            }
+            if settings is not None and not isinstance(settings, dict):
+                continue
+            defaults = field.default.model_dump(exclude={"model"})
+            roles[role] = {**defaults, "model": data["model"], **(settings or {})}
         return {**data, "models": roles}
 
-    @model_validator(mode="after")
-    def _template_fields_are_mapped(self) -> RunConfig:
-        unmapped = self.prompt.placeholders() - set(self.dataset.fields)
+    @field_validator("dataset")
+    @classmethod
+    def _template_fields_are_mapped(cls, dataset: DatasetSpec, info: ValidationInfo) -> DatasetSpec:
+        prompt = info.data.get("prompt")
+        unmapped = prompt.placeholders() - set(dataset.fields) if prompt else set()
         if unmapped:
-            names = ", ".join(sorted(unmapped))
+            names = ", ".join(f"{{{name}}}" for name in sorted(unmapped))
             raise ValueError(
-                f"prompt.template uses {{{names}}} but dataset.fields maps only "
-                f"{sorted(self.dataset.fields)}; add it to dataset.fields"
+                f"prompt.template uses {names} but dataset.fields maps only "
+                f"{sorted(dataset.fields)}; add it to dataset.fields"
             )
-        return self
+        return dataset
 
     @property
     def registry_name(self) -> str:

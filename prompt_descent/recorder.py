@@ -67,38 +67,40 @@ class RunRecorder:
         decision: Decision,
         spent: Usage,
         seconds: float,
-    ) -> None:
+    ) -> IterationRecord:
         prompts = [current] + ([candidate.prompt] if candidate.prompt else [])
         predictions = [
             (candidate.prompt.id, split, scores.predictions)
             for split, scores in (("train", validation.batch), ("val", validation.val))
             if candidate.prompt is not None and scores is not None
         ]
+        row = IterationRecord(
+            step=step,
+            proposal=proposal,
+            batch_ids=[e.id for e in batch],
+            current_prompt=current.id,
+            candidate_prompt=candidate.prompt.id if candidate.prompt else None,
+            batch_before=validation.batch_before,
+            batch_after=validation.batch_after,
+            val_before=validation.val_before,
+            val_after=validation.val_after,
+            val_examples_scored=validation.val_examples_scored,
+            accepted=decision.accepted,
+            reason=decision.reason,
+            llm_calls=spent.calls,
+            tokens=spent.tokens,
+            cost_usd=spent.cost_usd,
+            seconds=seconds,
+        )
         self.store.save_step(
             self.run_id,
             prompts=prompts,
             calls=self.gateway.drain(),
             predictions=predictions,
             gradient=(step, proposal, current.id, feedback.text),
-            iteration=IterationRecord(
-                step=step,
-                proposal=proposal,
-                batch_ids=[e.id for e in batch],
-                current_prompt=current.id,
-                candidate_prompt=candidate.prompt.id if candidate.prompt else None,
-                batch_before=validation.batch_before,
-                batch_after=validation.batch_after,
-                val_before=validation.val_before,
-                val_after=validation.val_after,
-                val_examples_scored=validation.val_examples_scored,
-                accepted=decision.accepted,
-                reason=decision.reason,
-                llm_calls=spent.calls,
-                tokens=spent.tokens,
-                cost_usd=spent.cost_usd,
-                seconds=seconds,
-            ),
+            iteration=row,
         )
+        return row
 
     def flush_calls(self) -> None:
         self.store.save_step(self.run_id, prompts=[], calls=self.gateway.drain())

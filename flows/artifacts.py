@@ -1,0 +1,121 @@
+"""What a run shows in the Prefect UI: progress, one table per step, accepted prompts, a summary.
+
+Artifact keys are derived from the run id, so each run has its own artifacts on
+the Artifacts page and every version is linked to the flow run that made it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from uuid import UUID
+
+from prefect.artifacts import (
+    acreate_markdown_artifact,
+    acreate_progress_artifact,
+    acreate_table_artifact,
+    aupdate_progress_artifact,
+)
+
+from prompt_descent.config import Prompt
+from prompt_descent.records import IterationRecord, RunSummary
+
+
+def _key(run_id: str, what: str) -> str:
+    safe = "".join(c if c.isalnum() else "-" for c in run_id.lower())
+    return f"{safe}-{what}"
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def prompt_markdown(prompt: Prompt) -> str:
+    fence = "```"
+    return (
+        f"**system**\n\n{fence}text\n{prompt.system}\n{fence}\n\n"
+        f"**template**\n\n{fence}text\n{prompt.template}\n{fence}"
+    )
+
+
+def diff_markdown(before: Prompt, after: Prompt) -> str:
+    lines = difflib.unified_diff(
+        f"{before.system}\n---- template\n{before.template}".splitlines(),
+        f"{after.system}\n---- template\n{after.template}".splitlines(),
+        fromfile=before.id,
+        tofile=after.id,
+        lineterm="",
+    )
+    return "```diff\n" + "\n".join(lines) + "\n```"
+
+
+class RunPublisher:
+    """Publishes one optimize run's artifacts as it goes."""
+
+    def __init__(self, run_id: str, planned_steps: int) -> None:
+        self.run_id = run_id
+        self.planned_steps = max(planned_steps, 1)
+        self._progress: UUID | None = None
+        self._rows: list[dict[str, object]] = []
+
+    async def started(self) -> None:
+        self._progress = await acreate_progress_artifact(
+            0.0,
+            key=_key(self.run_id, "progress"),
+            description=f"steps done of {self.planned_steps} planned",
+        )
+
+    async def proposal(self, row: IterationRecord) -> None:
+        self._rows.append(
+            {
+                "step": row.step,
+                "proposal": row.proposal,
+                "batch before": _score(row.batch_before),
+                "batch after": _score(row.batch_after),
+                "val before": _score(row.val_before),
+                "val after": _score(row.val_after),
+                "accepted": row.accepted,
+                "reason": row.reason,
+                "calls": row.llm_calls,
+                "cost usd": round(row.cost_usd, 6),
+            }
+        )
+
+    async def step_done(self, step: int) -> None:
+        if self._rows:
+            await acreate_table_artifact(
+                self._rows,
+                key=_key(self.run_id, f"step-{step}"),
+                description=f"{self.run_id}: proposals of step {step}",
+            )
+        self._rows = []
+        if self._progress is not None:
+            await aupdate_progress_artifact(self._progress, 100.0 * step / self.planned_steps)
+
+    async def accepted(self, step: int, before: Prompt, after: Prompt, reason: str) -> None:
+        await acreate_markdown_artifact(
+            f"# Accepted at step {step}\n\n{reason}\n\n## Prompt {after.id}\n\n"
+            f"{prompt_markdown(after)}\n\n## Diff against {before.id}\n\n"
+            f"{diff_markdown(before, after)}",
+            key=_key(self.run_id, "accepted-prompt"),
+            description=f"{self.run_id}: prompt accepted at step {step}",
+        )
+
+    async def finished(self, run: RunSummary, best: Prompt, store_path: str) -> None:
+        if self._progress is not None:
+            await aupdate_progress_artifact(self._progress, 100.0)
+        stopped = f"\n\nStopped because: {run.stop_reason}" if run.stop_reason else ""
+        await acreate_markdown_artifact(
+            f"# {run.name}: {run.status}{stopped}\n\n"
+            "| | baseline | best |\n|---|---|---|\n"
+            f"| val | {_score(run.baseline_val)} | {_score(run.best_val)} |\n"
+            f"| test | {_score(run.baseline_test)} | {_score(run.best_test)} |\n"
+            f"| prompt | {run.baseline_prompt} | {run.best_prompt} |\n\n"
+            f"Steps {run.steps}, proposals tried {run.proposals}, accepted {run.accepted}. "
+            f"LLM calls {run.usage.calls}, tokens {run.usage.tokens:,}, "
+            f"cost ${run.usage.cost_usd:.4f}, {run.seconds:.1f} s.\n\n"
+            f"DuckDB run id `{run.run_id}` in `{store_path}`: "
+            f"`prompt-descent show {run.run_id} --store {store_path}`\n\n"
+            f"## Best prompt\n\n{prompt_markdown(best)}",
+            key=_key(self.run_id, "summary"),
+            description=f"{self.run_id}: baseline vs best",
+        )
