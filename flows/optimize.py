@@ -63,6 +63,8 @@ class Trainer:
     async def step(self, step: int, batch: list[Example], history: list[tuple[Prompt, float]]):
         """Up to max_proposals candidates for one batch; stops at the first accepted one."""
         config, models, logger = self.config, self.config.models, get_run_logger()
+        feedback_mode = config.mode == "feedback"
+        always_accept = feedback_mode and config.feedback.always_accept
         batch_scores = await self.evaluate(self.current, "train", batch, f"step {step}")
         if batch_scores.score >= 1.0:
             self.recorder.skipped(step, batch, self.current, batch_scores.score)
@@ -72,10 +74,21 @@ class Trainer:
             label = f"step {step} proposal {proposal}"
             started, usage_before = time.monotonic(), self.gateway.usage.model_copy()
             feedback = await gradient(
-                self.current, batch, batch_scores, models.gradient, rejected, label=label
+                self.current,
+                batch,
+                batch_scores,
+                models.gradient,
+                rejected,
+                config.mode,
+                label=label,
             )
             candidate = await apply(
-                self.current, feedback, history[-config.history_size :], models.apply, label=label
+                self.current,
+                feedback,
+                history[-config.history_size :],
+                models.apply,
+                feedback_mode and config.feedback.clean,
+                label=label,
             )
             validation = await validate(
                 candidate,
@@ -87,9 +100,10 @@ class Trainer:
                 models.task,
                 models.judge,
                 config.concurrency,
+                always_accept,
                 label=label,
             )
-            decision = await decide(validation, label=label)
+            decision = await decide(validation, always_accept, label=label)
             self.run.proposals += 1
             row = self.recorder.proposal(
                 step,
@@ -156,7 +170,7 @@ async def optimize_prompt(config: RunConfig, run_id: str | None = None) -> RunSu
     run_id = run_id or new_run_id(config.name)
     gateway = llm.Gateway(config.budget, store.cached_calls())
     llm.activate(gateway)
-    store.start_run(run_id, config.name, "metric", config.model_dump(mode="json"))
+    store.start_run(run_id, config.name, config.mode, config.model_dump(mode="json"))
     steps = planned_steps(len(splits.train), config.batch_size, config.epochs, config.steps)
     trainer = Trainer(
         config=config,

@@ -149,13 +149,28 @@ class Splits(Strict):
     test: int = Field(0, ge=0)
 
 
+TARGET_METRICS = frozenset({"exact_match", "contains", "last_number", "json_field"})
+
+
 class MetricSpec(Strict):
-    """A built-in metric by name, or a user function as 'module:function'."""
+    """A built-in metric by name, or a user function as 'module:function'.
+
+    Left unset, it is exact_match when the dataset has targets and llm_judge when not.
+    """
 
     name: str = "exact_match"
     pattern: str | None = Field(None, description="For 'regex': the pattern the output must match.")
     field: str | None = Field(None, description="For 'json_field': the JSON key compared.")
     rubric: str | None = Field(None, description="For 'llm_judge': what a good answer is.")
+
+
+class FeedbackSettings(Strict):
+    """Feedback mode (no targets): an LLM critique is the gradient, an LLM judge the metric."""
+
+    always_accept: bool = Field(
+        False, description="Accept every revision unvalidated, as the original Tiny TextGrad loop."
+    )
+    clean: bool = Field(True, description="Strip meta-commentary from each revised prompt.")
 
 
 class Budget(Strict):
@@ -172,6 +187,7 @@ class RunConfig(Strict):
     dataset: DatasetSpec
     metric: MetricSpec = MetricSpec()
     models: Models = Models()
+    feedback: FeedbackSettings = FeedbackSettings()
     batch_size: int = Field(4, ge=1)
     max_proposals: int = Field(5, ge=1)
     steps: int | None = Field(None, ge=1, description="Batches to run; default one epoch.")
@@ -216,6 +232,33 @@ class RunConfig(Strict):
                 f"{sorted(dataset.fields)}; add it to dataset.fields"
             )
         return dataset
+
+    @model_validator(mode="before")
+    @classmethod
+    def _judge_when_there_are_no_targets(cls, data: object) -> object:
+        if not isinstance(data, dict) or "metric" in data:
+            return data
+        dataset = data.get("dataset")
+        target = dataset.get("target", "target") if isinstance(dataset, dict) else "target"
+        if isinstance(dataset, DatasetSpec):
+            target = dataset.target
+        return {**data, "metric": {"name": "llm_judge"}} if target is None else data
+
+    @field_validator("metric")
+    @classmethod
+    def _metric_has_targets(cls, metric: MetricSpec, info: ValidationInfo) -> MetricSpec:
+        dataset = info.data.get("dataset")
+        if dataset is not None and dataset.target is None and metric.name in TARGET_METRICS:
+            raise ValueError(
+                f"metric '{metric.name}' compares with targets but dataset.target is not set; "
+                "set dataset.target, or use llm_judge (the default without targets)"
+            )
+        return metric
+
+    @property
+    def mode(self) -> Literal["metric", "feedback"]:
+        """Metric mode learns from targets; feedback mode from an LLM critique of the outputs."""
+        return "metric" if self.dataset.target else "feedback"
 
     @property
     def registry_name(self) -> str:

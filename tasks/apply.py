@@ -1,9 +1,10 @@
 """Step 4, the optimizer step: rewrite the prompt along the text gradient.
 
 The apply model answers in JSON, validated by pydantic; a reply that does not
-parse gets one repair request, and a candidate that is empty, unchanged, already
-tried, or that drops or invents a placeholder is rejected here, before any
-prediction is spent on it.
+parse gets one repair request. In feedback mode a clean-up pass then strips
+meta-commentary ("Here is the revised prompt…") so the result is usable as is.
+A candidate that is empty, unchanged, already tried, or that drops or invents a
+placeholder is rejected here, before any prediction is spent on it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,15 @@ APPLY_SYSTEM = (
     "mistakes and earlier attempts with their scores, write an improved prompt. Keep every "
     "{placeholder} of the template exactly as it is. Reply with only a JSON object: "
     '{"system": "<the new system prompt>", "template": "<the new template>"}.'
+)
+
+
+CLEAN_SYSTEM = (
+    "You tidy prompts. Remove from the prompt everything that is not an instruction to the "
+    "model: notes on what was changed and why, 'Here is the improved prompt', greetings, "
+    "headings around it. Keep every instruction and every {placeholder} exactly as written. "
+    'Reply with only a JSON object: {"system": "<the system prompt>", "template": "<the '
+    'template>"}.'
 )
 
 
@@ -89,43 +99,61 @@ def check_candidate(
     return Candidate(prompt=candidate)
 
 
+async def _ask_for_prompt(
+    settings: ModelSettings, messages: list[dict[str, str]]
+) -> tuple[ProposedPrompt | None, str, str | None]:
+    """The proposal, the raw reply, and why there is none; one repair request on bad JSON."""
+    gateway = llm.gateway()
+    call = await gateway.complete("apply", settings, messages, json_mode=True)
+    if call.error:
+        return None, "", f"apply call failed: {call.error}"
+    reply = call.response or ""
+    try:
+        return parse_proposal(reply), reply, None
+    except (ValueError, ValidationError) as first_error:
+        problem = " ".join(str(first_error).split())[:300]
+    repair = messages + [
+        {"role": "assistant", "content": reply},
+        {
+            "role": "user",
+            "content": (
+                f"That reply is not the JSON object asked for ({problem}). Reply with only "
+                '{"system": "...", "template": "..."}.'
+            ),
+        },
+    ]
+    call = await gateway.complete("apply", settings, repair, json_mode=True)
+    reply = call.response or ""
+    try:
+        return parse_proposal(reply), reply, None
+    except (ValueError, ValidationError) as second_error:
+        problem = " ".join(str(second_error).split())[:200]
+        return None, reply, f"apply reply not valid JSON after one repair: {problem}"
+
+
+def clean_messages(proposal: ProposedPrompt) -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": CLEAN_SYSTEM},
+        {"role": "user", "content": json.dumps(proposal.model_dump(), ensure_ascii=False)},
+    ]
+
+
 async def apply_gradient(
     prompt: Prompt,
     feedback: Feedback,
     history: list[tuple[Prompt, float]],
     settings: ModelSettings,
+    clean: bool = False,
 ) -> Candidate:
-    gateway = llm.gateway()
-    messages = apply_messages(prompt, feedback, history)
-    call = await gateway.complete("apply", settings, messages, json_mode=True)
-    if call.error:
-        return _rejected(f"apply call failed: {call.error}")
-    reply = call.response or ""
-    try:
-        proposal = parse_proposal(reply)
-    except (ValueError, ValidationError) as first_error:
-        problem = " ".join(str(first_error).split())[:300]
-        repair = messages + [
-            {"role": "assistant", "content": reply},
-            {
-                "role": "user",
-                "content": (
-                    f"That reply is not the JSON object asked for ({problem}). Reply with only "
-                    '{"system": "...", "template": "..."}.'
-                ),
-            },
-        ]
-        call = await gateway.complete("apply", settings, repair, json_mode=True)
-        reply = call.response or ""
-        try:
-            proposal = parse_proposal(reply)
-        except (ValueError, ValidationError) as second_error:
-            problem = " ".join(str(second_error).split())[:200]
-            return Candidate(
-                prompt=None,
-                raw=reply,
-                rejected_because=f"apply reply not valid JSON after one repair: {problem}",
-            )
+    proposal, reply, problem = await _ask_for_prompt(
+        settings, apply_messages(prompt, feedback, history)
+    )
+    if proposal is None:
+        return Candidate(prompt=None, raw=reply, rejected_because=problem)
+    if clean:
+        # a clean-up that fails leaves the revision as it was: it is still a usable prompt
+        cleaned, _, _ = await _ask_for_prompt(settings, clean_messages(proposal))
+        proposal = cleaned or proposal
     return check_candidate(prompt, proposal, history).model_copy(update={"raw": reply})
 
 
@@ -135,6 +163,7 @@ async def apply(
     feedback: Feedback,
     history: list[tuple[Prompt, float]],
     settings: ModelSettings,
+    clean: bool = False,
     label: str = "",
 ) -> Candidate:
-    return await apply_gradient(prompt, feedback, history, settings)
+    return await apply_gradient(prompt, feedback, history, settings, clean)

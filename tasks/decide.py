@@ -2,7 +2,8 @@
 
 A candidate is accepted when it is strictly better on the batch it was written
 for and not worse on the validation split. Ties on val are accepted because the
-candidate fixed the batch without costing anything held out.
+candidate fixed the batch without costing anything held out. `always_accept`
+keeps the original Tiny TextGrad behaviour: every usable revision is taken.
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ from prompt_descent.records import Decision, Validation
 from tasks.options import STEP_OPTIONS
 
 
-def judge_validation(validation: Validation) -> Decision:
+def judge_validation(validation: Validation, always_accept: bool = False) -> Decision:
+    if always_accept and validation.val_after is not None:
+        return Decision(
+            accepted=True,
+            reason=(
+                f"always accept: val {validation.val_before:.3f} -> {validation.val_after:.3f}"
+            ),
+        )
     if validation.stopped_because is not None:
         return Decision(accepted=False, reason=validation.stopped_because)
     if validation.val_after is None or validation.batch_after is None:
@@ -33,5 +41,5 @@ def judge_validation(validation: Validation) -> Decision:
 
 
 @task(name="decide", task_run_name="decide {label}", **STEP_OPTIONS)
-async def decide(validation: Validation, label: str = "") -> Decision:
-    return judge_validation(validation)
+async def decide(validation: Validation, always_accept: bool = False, label: str = "") -> Decision:
+    return judge_validation(validation, always_accept)

@@ -1,8 +1,10 @@
 """Step 3, backward: the gradient model explains how the prompt should change.
 
-The text gradient is built from everything known about the failing examples:
-the prompt, each input, the model's output, the target and the score, plus the
-candidates already rejected for this batch so the next proposal differs.
+Metric mode: the text gradient is built from everything known about the failing
+examples: the prompt, each input, the model's output, the target and the score.
+Feedback mode (no targets): it is a critique of the prompt by all its answers.
+Either way the candidates already rejected for this batch are shown, so the next
+proposal differs.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from prompt_descent.config import Example, ModelSettings, Prompt, SplitScore
 from prompt_descent.records import Feedback
 from tasks.options import STEP_OPTIONS
 
-MAX_FAILURES_SHOWN = 8
+MAX_CASES_SHOWN = 8
 
 GRADIENT_SYSTEM = (
     "You are an expert prompt engineer. A language model was given a prompt and got some "
@@ -24,33 +26,47 @@ GRADIENT_SYSTEM = (
 )
 
 
+CRITIQUE_SYSTEM = (
+    "You are an expert prompt engineer. Judge a prompt by the answers a language model gave "
+    "with it. Critique it under four headings: 1. Clarity of the prompt: what is ambiguous "
+    "or missing. 2. Accuracy of the answers: which are wrong, unsupported or off-task, and "
+    "why. 3. Inputs where the answer is not available: do the answers say so, or invent one? "
+    "4. Concrete suggestions: the specific changes to make to the prompt. Be brief."
+)
+
+
 def describe_prompt(prompt: Prompt) -> str:
     return f"<system>\n{prompt.system}\n</system>\n<template>\n{prompt.template}\n</template>"
 
 
+def _case(number: int, example: Example, output: str, score: float) -> str:
+    inputs = "\n".join(f"{name}: {value}" for name, value in example.inputs.items())
+    expected = f"\nExpected: {example.target}" if example.target is not None else ""
+    answer = output or "(empty)"
+    return f"Example {number} (score {score:.2f}):\n{inputs}\nModel output: {answer}{expected}"
+
+
 def gradient_messages(
-    prompt: Prompt, failures: list[tuple[Example, str, float]], rejected: list[Prompt]
+    prompt: Prompt,
+    cases: list[tuple[Example, str, float]],
+    rejected: list[Prompt],
+    mode: str = "metric",
 ) -> list[dict[str, str]]:
-    cases = []
-    for number, (example, output, score) in enumerate(failures, start=1):
-        inputs = "\n".join(f"{name}: {value}" for name, value in example.inputs.items())
-        cases.append(
-            f"Example {number} (score {score:.2f}):\n{inputs}\n"
-            f"Model output: {output or '(empty)'}\nExpected: {example.target}"
-        )
+    shown = "\n\n".join(_case(n, *case) for n, case in enumerate(cases, start=1))
     tried = "".join(
         f"\n\nAlready tried for these examples and rejected:\n{describe_prompt(p)}"
         for p in rejected
     )
+    if mode == "feedback":
+        system, heading, ask = CRITIQUE_SYSTEM, "Answers", "Your critique"
+    else:
+        system, heading, ask = GRADIENT_SYSTEM, "Wrong outputs", "Your diagnosis and the changes"
     return [
-        {"role": "system", "content": GRADIENT_SYSTEM},
+        {"role": "system", "content": system},
         {
             "role": "user",
             "content": (
-                f"The prompt:\n{describe_prompt(prompt)}\n\nWrong outputs:\n\n"
-                + "\n\n".join(cases)
-                + tried
-                + "\n\nYour diagnosis and the changes to make:"
+                f"The prompt:\n{describe_prompt(prompt)}\n\n{heading}:\n\n{shown}{tried}\n\n{ask}:"
             ),
         },
     ]
@@ -62,15 +78,18 @@ async def build_gradient(
     scores: SplitScore,
     settings: ModelSettings,
     rejected: list[Prompt],
+    mode: str = "metric",
 ) -> Feedback:
+    """Metric mode shows the failing examples; feedback mode all of them, worst first."""
     by_id = {e.id: e for e in examples}
-    failures = [
-        (by_id[p.example_id], p.output, p.score) for p in scores.predictions if p.score < 1.0
-    ][:MAX_FAILURES_SHOWN]
+    shown = sorted(scores.predictions, key=lambda p: p.score)
+    if mode == "metric":
+        shown = [p for p in shown if p.score < 1.0]
+    cases = [(by_id[p.example_id], p.output, p.score) for p in shown][:MAX_CASES_SHOWN]
     call = await llm.gateway().complete(
-        "gradient", settings, gradient_messages(prompt, failures, rejected)
+        "gradient", settings, gradient_messages(prompt, cases, rejected, mode)
     )
-    return Feedback(prompt_id=prompt.id, text=(call.response or "").strip(), failures=len(failures))
+    return Feedback(prompt_id=prompt.id, text=(call.response or "").strip(), failures=len(cases))
 
 
 @task(name="gradient", task_run_name="gradient {label}", **STEP_OPTIONS)
@@ -80,6 +99,7 @@ async def gradient(
     scores: SplitScore,
     settings: ModelSettings,
     rejected: list[Prompt],
+    mode: str = "metric",
     label: str = "",
 ) -> Feedback:
-    return await build_gradient(prompt, examples, scores, settings, rejected)
+    return await build_gradient(prompt, examples, scores, settings, rejected, mode)

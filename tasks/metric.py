@@ -110,7 +110,6 @@ BUILT_IN: dict[str, Metric] = {
     "contains": contains,
     "last_number": last_number,
 }
-NEEDS_TARGET = {"exact_match", "contains", "last_number", "json_field"}
 
 
 def resolve_metric(spec: MetricSpec) -> Metric | None:

@@ -15,9 +15,9 @@ from prefect.tasks import exponential_backoff
 from prompt_descent.errors import BudgetExhausted, UserError
 
 
-def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
+async def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
     """A spent budget or a user mistake will fail the same way again."""
-    error = state.result(raise_on_failure=False)
+    error = await state.aresult(raise_on_failure=False)
     return not isinstance(error, BudgetExhausted | UserError)
 
 

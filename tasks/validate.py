@@ -3,7 +3,8 @@
 The batch comes first because it is small: a candidate that does not beat the
 current prompt on the examples it was written for is rejected there. Validation
 then runs in chunks and stops as soon as the candidate can no longer reach the
-current prompt's val score even if every remaining example were right.
+current prompt's val score even if every remaining example were right. With
+`exhaustive` (always-accept runs) nothing stops early: every score is reported.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ async def validate_candidate(
     task_model: ModelSettings,
     judge: ModelSettings,
     concurrency: int,
+    exhaustive: bool = False,
 ) -> Validation:
     result = Validation(batch_before=current_batch.score, val_before=current_val.score)
     if candidate.prompt is None:
@@ -46,7 +48,7 @@ async def validate_candidate(
     prompt = candidate.prompt
     on_batch = await _score(prompt, batch, spec, task_model, judge, concurrency)
     result = result.model_copy(update={"batch": on_batch, "batch_after": on_batch.score})
-    if on_batch.score <= current_batch.score:
+    if on_batch.score <= current_batch.score and not exhaustive:
         return result.model_copy(
             update={
                 "stopped_because": (
@@ -64,7 +66,7 @@ async def validate_candidate(
         scored.extend(chunk.predictions)
         total += sum(p.score for p in chunk.predictions)
         best_reachable = (total + len(val) - len(scored)) / len(val)
-        if best_reachable < current_val.score:
+        if best_reachable < current_val.score and not exhaustive:
             partial = SplitScore(prompt_id=prompt.id, predictions=scored)
             return result.model_copy(
                 update={
@@ -93,8 +95,18 @@ async def validate(
     task_model: ModelSettings,
     judge: ModelSettings,
     concurrency: int,
+    exhaustive: bool = False,
     label: str = "",
 ) -> Validation:
     return await validate_candidate(
-        candidate, batch, current_batch, val, current_val, spec, task_model, judge, concurrency
+        candidate,
+        batch,
+        current_batch,
+        val,
+        current_val,
+        spec,
+        task_model,
+        judge,
+        concurrency,
+        exhaustive,
     )
