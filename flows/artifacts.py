@@ -6,9 +6,11 @@ the Artifacts page and every version is linked to the flow run that made it.
 
 from __future__ import annotations
 
+import base64
 import difflib
 from uuid import UUID
 
+from prefect import get_run_logger
 from prefect.artifacts import (
     acreate_markdown_artifact,
     acreate_progress_artifact,
@@ -17,7 +19,7 @@ from prefect.artifacts import (
 )
 
 from prompt_descent.config import Prompt
-from prompt_descent.records import IterationRecord, RunSummary
+from prompt_descent.records import IterationRecord, Promotion, RunSummary
 
 
 def _key(run_id: str, what: str) -> str:
@@ -46,6 +48,28 @@ def diff_markdown(before: Prompt, after: Prompt) -> str:
         lineterm="",
     )
     return "```diff\n" + "\n".join(lines) + "\n```"
+
+
+def plot_markdown(run_id: str, store_path: str) -> str:
+    """The score plot inline (a data: URI, which the Prefect UI renders) and the report's path.
+
+    The report is written to `reports/<run id>/` beside the store; a run that made no
+    report (the plot failed) still completes, with a warning in its log.
+    """
+    from prompt_descent.report import PLOT_NAME, report_dir, write_report
+    from prompt_descent.store import Store
+
+    try:
+        report = write_report(Store(store_path), run_id, report_dir(store_path, run_id))
+    except Exception as error:  # the run is recorded already; a missing picture is no failure
+        get_run_logger().warning("no report for %s: %s: %s", run_id, type(error).__name__, error)
+        return ""
+    png = base64.b64encode((report.parent / PLOT_NAME).read_bytes()).decode("ascii")
+    return (
+        f"## Scores per step\n\n![scores per step](data:image/png;base64,{png})\n\n"
+        f"Report with the prompt history and every iteration: `{report}` "
+        f"(`prompt-descent report {run_id} --store {store_path}`)\n\n"
+    )
 
 
 class RunPublisher:
@@ -103,6 +127,23 @@ class RunPublisher:
     async def finished(self, run: RunSummary, best: Prompt, store_path: str) -> None:
         if self._progress is not None:
             await aupdate_progress_artifact(self._progress, 100.0)
+        get_run_logger().info(
+            "%s %s: val %s -> %s, test %s -> %s, best prompt %s; %d proposals, %d accepted; "
+            "%d LLM calls, %s tokens, $%.4f, %.1f s",
+            run.run_id,
+            run.status,
+            _score(run.baseline_val),
+            _score(run.best_val),
+            _score(run.baseline_test),
+            _score(run.best_test),
+            run.best_prompt,
+            run.proposals,
+            run.accepted,
+            run.usage.calls,
+            f"{run.usage.tokens:,}",
+            run.usage.cost_usd,
+            run.seconds,
+        )
         stopped = f"\n\nStopped because: {run.stop_reason}" if run.stop_reason else ""
         await acreate_markdown_artifact(
             f"# {run.name}: {run.status}{stopped}\n\n"
@@ -115,7 +156,28 @@ class RunPublisher:
             f"cost ${run.usage.cost_usd:.4f}, {run.seconds:.1f} s.\n\n"
             f"DuckDB run id `{run.run_id}` in `{store_path}`: "
             f"`prompt-descent show {run.run_id} --store {store_path}`\n\n"
+            f"{plot_markdown(run.run_id, store_path)}"
             f"## Best prompt\n\n{prompt_markdown(best)}",
             key=_key(self.run_id, "summary"),
             description=f"{self.run_id}: baseline vs best",
         )
+
+
+async def publish_promotion(promotion: Promotion) -> None:
+    """The reoptimize decision on its flow run: scores, verdict, reason."""
+    verdict = (
+        f"promoted as v{promotion.promoted_version}" if promotion.promoted else "champion kept"
+    )
+    champion = (
+        f"v{promotion.champion_version}" if promotion.champion_version else "(none registered)"
+    )
+    await acreate_markdown_artifact(
+        f"# {promotion.name}: {verdict}\n\n{promotion.reason}\n\n"
+        "| | prompt | test score |\n|---|---|---|\n"
+        f"| champion {champion} | {promotion.champion_prompt} | "
+        f"{_score(promotion.champion_score)} |\n"
+        f"| challenger | {promotion.challenger_prompt} | {_score(promotion.challenger_score)} |\n\n"
+        f"Margin {promotion.margin}; optimizer run `{promotion.run_id}`.",
+        key=_key(promotion.name, "promotion"),
+        description=f"{promotion.name}: challenger vs champion",
+    )

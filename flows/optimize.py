@@ -13,7 +13,7 @@ from prompt_descent import llm
 from prompt_descent.batching import minibatches, planned_steps
 from prompt_descent.config import Example, Prompt, RunConfig, SplitScore
 from prompt_descent.datasets import DataSplits, load_examples, split_examples
-from prompt_descent.errors import BudgetExhausted
+from prompt_descent.errors import RunStopped
 from prompt_descent.recorder import RunRecorder
 from prompt_descent.records import RegistryEntry, RunSummary
 from prompt_descent.store import Store
@@ -70,6 +70,7 @@ class Trainer:
             self.recorder.skipped(step, batch, self.current, batch_scores.score)
             return
         rejected: list[Prompt] = []
+        reasons: list[str] = []
         for proposal in range(1, config.max_proposals + 1):
             label = f"step {step} proposal {proposal}"
             started, usage_before = time.monotonic(), self.gateway.usage.model_copy()
@@ -88,6 +89,7 @@ class Trainer:
                 history[-config.history_size :],
                 models.apply,
                 feedback_mode and config.feedback.clean,
+                reasons,
                 label=label,
             )
             validation = await validate(
@@ -124,9 +126,13 @@ class Trainer:
                 "accepted" if decision.accepted else "rejected",
                 decision.reason,
             )
+            reasons.append(decision.reason)
             if candidate.prompt is None:
                 continue
-            history.append((candidate.prompt, validation.val_after or validation.batch_after or 0))
+            tried = validation.val_after
+            if tried is None:
+                tried = validation.batch_after or 0.0
+            history.append((candidate.prompt, tried))
             if decision.accepted and validation.val is not None:
                 await self.publisher.accepted(step, self.current, candidate.prompt, decision.reason)
                 self.current, self.current_val = candidate.prompt, validation.val
@@ -142,8 +148,9 @@ class Trainer:
         if splits.test:
             baseline_test = await self.evaluate(self.current, "test", splits.test, "baseline test")
             run.baseline_test = baseline_test.score
+        test = "-" if run.baseline_test is None else f"{run.baseline_test:.3f}"
         get_run_logger().info(
-            "baseline %s: val %.3f, test %s", self.current.id, run.baseline_val, run.baseline_test
+            "baseline %s: val %.3f, test %s", self.current.id, run.baseline_val, test
         )
         history = [(self.current, self.current_val.score)]
         batches = minibatches(
@@ -162,13 +169,25 @@ class Trainer:
 
 
 @flow(name="optimize_prompt", flow_run_name="optimize {config.name}")
-async def optimize_prompt(config: RunConfig, run_id: str | None = None) -> RunSummary:
+async def optimize_prompt(
+    config: RunConfig, run_id: str | None = None, register_best: bool = True
+) -> RunSummary:
+    """Optimize the config's prompt; the best one becomes the registry champion unless
+    `register_best` is False (reoptimize registers only a challenger that wins).
+
+    Given the id of an earlier, interrupted run it resumes it: every call that
+    attempt completed (in DuckDB or in its journal) is served again, not paid again.
+    """
     started = time.monotonic()
     resolve_metric(config.metric)
     splits = split_examples(load_examples(config.dataset), config.splits, config.seed)
     store = Store(config.store)
     run_id = run_id or new_run_id(config.name)
-    gateway = llm.Gateway(config.budget, store.cached_calls())
+    journal = store.path.parent / "journal" / f"{run_id}.jsonl"
+    store.save_step(run_id, prompts=[], calls=llm.load_journal(journal))
+    gateway = llm.Gateway(
+        config.budget, store.cached_calls(), config.retry, journal, spent=store.run_usage(run_id)
+    )
     llm.activate(gateway)
     store.start_run(run_id, config.name, config.mode, config.model_dump(mode="json"))
     steps = planned_steps(len(splits.train), config.batch_size, config.epochs, config.steps)
@@ -191,16 +210,23 @@ async def optimize_prompt(config: RunConfig, run_id: str | None = None) -> RunSu
     try:
         await trainer.train()
         run.status = "completed"
-    except BudgetExhausted as exhausted:
-        run.status, run.stop_reason = "stopped", str(exhausted)
-        get_run_logger().warning("stopping: %s; keeping the best prompt so far", exhausted)
+    except RunStopped as stopped:
+        run.status, run.stop_reason = "stopped", str(stopped)
+        get_run_logger().warning("stopping: %s; keeping the best prompt so far", stopped)
     except BaseException as failure:
         run.status, run.stop_reason = "failed", f"{type(failure).__name__}: {failure}"
         raise
     finally:
         trainer.recorder.flush_calls()
-        run.usage, run.seconds = gateway.usage.model_copy(), time.monotonic() - started
-        if run.status != "failed" and run.best_val is not None:
+        journal.unlink(missing_ok=True)
+        run.usage, run.seconds = store.run_usage(run_id), time.monotonic() - started
+        run.registered_version = store.registered_version(run_id)
+        if (
+            register_best
+            and run.registered_version is None
+            and run.status != "failed"
+            and run.best_val is not None
+        ):
             run.registered_version = store.register(
                 RegistryEntry(
                     name=config.registry_name,

@@ -13,6 +13,7 @@ from rich.console import Console
 
 # Prefect reads its settings at import: keep its home in the project, offline and quiet.
 os.environ.setdefault("PREFECT_HOME", str(Path(".prompt_descent/prefect").resolve()))
+Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -32,7 +33,7 @@ StoreOption = Annotated[str, typer.Option("--store", help="DuckDB file of the pr
 
 
 def _fail(error: Exception) -> None:
-    Console(stderr=True).print(f"[red]error:[/red] {error}", highlight=False)
+    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {error}", highlight=False)
     raise typer.Exit(2)
 
 
@@ -152,6 +153,179 @@ def models() -> None:
             str(info.path or ""),
         )
     console.print(table)
+
+
+@app.command()
+def report(
+    run: Annotated[str, typer.Argument(help="Run id.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Directory; default reports/RUN beside the store.")
+    ] = None,
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Write a run's HTML report (score plot, prompt history with diffs, iterations)."""
+    from prompt_descent.report import report_dir, write_report
+    from prompt_descent.store import Store
+
+    try:
+        path = write_report(Store(store), run, out or report_dir(store, run))
+    except KeyError:
+        _fail(UserError(f"no run '{run}' in {store}; `prompt-descent runs` lists them"))
+    console.print(f"report: {path}")
+    console.print(f"plot:   {path.parent / 'scores.png'}")
+
+
+# -- the prompt registry and putting registered prompts to work ----------------------------
+
+
+@app.command()
+def prompts(store: StoreOption = DEFAULT_STORE) -> None:
+    """List the registered prompts: every version, its model settings and scores."""
+    from prompt_descent.registry import list_prompts
+    from prompt_descent.views import prompts_table
+
+    console.print(prompts_table(list_prompts(store), store))
+
+
+@app.command()
+def prompt(
+    name: Annotated[str, typer.Argument(help="Registry name.")],
+    version: Annotated[
+        int | None, typer.Option(help="Version (default: the champion, else the latest).")
+    ] = None,
+    export: Annotated[
+        Path | None, typer.Option(help="Write it to FILE.json or FILE.yaml instead.")
+    ] = None,
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Show a registered prompt with its model settings, or export it."""
+    from prompt_descent.registry import export_prompt, load_prompt
+    from prompt_descent.views import prompt_details
+
+    try:
+        entry = load_prompt(name, version, store)
+        if export is not None:
+            path = export_prompt(entry, export)
+            console.print(f"exported {entry.name} v{entry.version} to {path}")
+            return
+    except UserError as error:
+        _fail(error)
+    console.print(prompt_details(entry))
+
+
+@app.command("prompt-import")
+def prompt_import(
+    file: Annotated[Path, typer.Argument(help="A prompt exported as JSON or YAML.")],
+    name: Annotated[
+        str | None, typer.Argument(help="Registry name (default: the name in the file).")
+    ] = None,
+    champion: Annotated[
+        bool, typer.Option(help="Make it the champion that `run` and `load_prompt` use.")
+    ] = True,
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Register a prompt from an export file, without optimizing."""
+    from prompt_descent.registry import import_prompt
+
+    try:
+        entry = import_prompt(file, name, store, champion=champion)
+    except UserError as error:
+        _fail(error)
+    role = " (champion)" if entry.champion else ""
+    console.print(f"registered {entry.name} v{entry.version}{role}, prompt {entry.prompt.id}")
+
+
+@app.command()
+def run(
+    name: Annotated[str, typer.Argument(help="Registry name.")],
+    text: Annotated[
+        str | None, typer.Option("--input", help="One input (the template's one placeholder).")
+    ] = None,
+    file: Annotated[Path | None, typer.Option(help="JSONL, CSV or Parquet inputs.")] = None,
+    version: Annotated[
+        int | None, typer.Option(help="Version (default: the champion, else the latest).")
+    ] = None,
+    field: Annotated[
+        list[str] | None,
+        typer.Option(help="placeholder=column for --file (repeatable); default: same name."),
+    ] = None,
+    id_column: Annotated[str | None, typer.Option("--id", help="Column of example ids.")] = None,
+    concurrency: Annotated[int, typer.Option(help="Calls in flight.")] = 4,
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Apply a registered prompt with its registered model and sampling settings.
+
+    Prints one JSON line per input: {"id", "output", "error"}.
+    """
+    import json
+
+    from prompt_descent.registry import load_prompt
+    from prompt_descent.runner import file_examples, input_example, parse_fields, run_prompt
+    from prompt_descent.store import Store
+
+    try:
+        if (text is None) == (file is None):
+            raise UserError("give exactly one of --input TEXT or --file FILE")
+        if field and file is None:
+            raise UserError("--field maps columns of a --file; --input fills the one placeholder")
+        entry = load_prompt(name, version, store)
+        examples = (
+            [input_example(entry, text)]
+            if text is not None
+            else file_examples(entry, file, parse_fields(field), id_column)
+        )
+        outputs = asyncio.run(run_prompt(entry, examples, Store(store), concurrency))
+    except UserError as error:
+        _fail(error)
+    for output in outputs:
+        typer.echo(json.dumps(output.model_dump(), ensure_ascii=False))
+
+
+@app.command("expand-qa")
+def expand_qa(
+    texts: Annotated[
+        str, typer.Argument(help="JSONL/CSV/Parquet file with a text column, or a DuckDB query.")
+    ],
+    output: Annotated[
+        Path | None, typer.Option(help="Also write the rows to FILE.jsonl or FILE.parquet.")
+    ] = None,
+    qa_prompt: Annotated[str, typer.Option(help="Registered QA prompt ({text}).")] = "qa-pairs",
+    rephrase_prompt: Annotated[
+        str, typer.Option(help="Registered rephrase prompt ({question}).")
+    ] = "rephrase-question",
+    text_column: Annotated[str, typer.Option(help="Column holding the text.")] = "text",
+    id_column: Annotated[str | None, typer.Option("--id", help="Column of text ids.")] = None,
+    database: Annotated[
+        str | None, typer.Option(help="DuckDB file a query runs against (default: in memory).")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(help="Calls in flight.")] = 4,
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Texts -> QA pairs -> reworded questions, with the registered prompts; rows in DuckDB."""
+    from flows.expand_qa import expand_qa as expand_qa_flow
+
+    try:
+        summary = asyncio.run(
+            expand_qa_flow(
+                texts,
+                qa_prompt,
+                rephrase_prompt,
+                store,
+                output,
+                text_column=text_column,
+                id_column=id_column,
+                database=database,
+                concurrency=concurrency,
+            )
+        )
+    except UserError as error:
+        _fail(error)
+    written = f"; written to {summary.output}" if summary.output else ""
+    stopped = f" ({summary.stop_reason})" if summary.stop_reason else ""
+    console.print(
+        f"run {summary.run_id} {summary.status}{stopped}: {summary.texts} texts -> "
+        f"{summary.rows} rows, {summary.failed} with an error{written}"
+    )
 
 
 if __name__ == "__main__":

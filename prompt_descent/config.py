@@ -60,10 +60,15 @@ class ModelSettings(Strict):
 class Models(Strict):
     """The model for each role. Roles left out use `task`'s model with role defaults."""
 
-    task: ModelSettings = ModelSettings(max_tokens=64)
-    gradient: ModelSettings = ModelSettings(max_tokens=384, temperature=0.7)
-    apply: ModelSettings = ModelSettings(max_tokens=512, temperature=0.7)
-    judge: ModelSettings = ModelSettings(max_tokens=16)
+    # factories, so that PROMPT_DESCENT_MODEL is read when a config is made, not at import
+    task: ModelSettings = Field(default_factory=lambda: ModelSettings(max_tokens=64))
+    gradient: ModelSettings = Field(
+        default_factory=lambda: ModelSettings(max_tokens=384, temperature=0.7)
+    )
+    apply: ModelSettings = Field(
+        default_factory=lambda: ModelSettings(max_tokens=512, temperature=0.7)
+    )
+    judge: ModelSettings = Field(default_factory=lambda: ModelSettings(max_tokens=16))
 
 
 _PLACEHOLDER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -173,6 +178,17 @@ class FeedbackSettings(Strict):
     clean: bool = Field(True, description="Strip meta-commentary from each revised prompt.")
 
 
+class RetrySettings(Strict):
+    """How a failing LLM call is retried: backoff with full jitter, Retry-After honoured."""
+
+    attempts: int = Field(4, ge=1, le=20)
+    base_seconds: float = Field(0.5, ge=0)
+    max_wait_seconds: float = Field(30.0, ge=0)
+    max_failed_fraction: float = Field(
+        0.5, ge=0, le=1, description="A step fails when more of its calls than this fail."
+    )
+
+
 class Budget(Strict):
     max_llm_calls: int | None = Field(None, ge=1)
     max_cost_usd: float | None = Field(None, gt=0)
@@ -186,7 +202,7 @@ class RunConfig(Strict):
     prompt: Prompt
     dataset: DatasetSpec
     metric: MetricSpec = MetricSpec()
-    models: Models = Models()
+    models: Models = Field(default_factory=Models)
     feedback: FeedbackSettings = FeedbackSettings()
     batch_size: int = Field(4, ge=1)
     max_proposals: int = Field(5, ge=1)
@@ -197,6 +213,7 @@ class RunConfig(Strict):
     concurrency: int = Field(4, ge=1)
     history_size: int = Field(4, ge=0, description="Recent (prompt, score) pairs shown to apply.")
     budget: Budget = Budget()
+    retry: RetrySettings = RetrySettings()
     store: str = ".prompt_descent/runs.duckdb"
     register_as: str | None = Field(None, description="Registry name; defaults to the run name.")
     source: Path | None = Field(None, exclude=True, description="The YAML file it came from.")
@@ -216,7 +233,7 @@ class RunConfig(Strict):
                 settings = settings.model_dump(exclude_unset=True)
             if settings is not None and not isinstance(settings, dict):
                 continue
-            defaults = field.default.model_dump(exclude={"model"})
+            defaults = field.get_default(call_default_factory=True).model_dump(exclude={"model"})
             roles[role] = {**defaults, "model": data["model"], **(settings or {})}
         return {**data, "models": roles}
 

@@ -31,5 +31,13 @@ class ModelError(UserError):
     """The model cannot be used at all: unknown name, missing weights, bad credentials."""
 
 
-class BudgetExhausted(Exception):
-    """A budget would be exceeded by the next call; the run stops cleanly."""
+class RunStopped(Exception):
+    """The run cannot go on, but nothing is wrong with it: stop cleanly, keep the best prompt."""
+
+
+class BudgetExhausted(RunStopped):
+    """A budget would be exceeded by the next call."""
+
+
+class TooManyFailures(RunStopped):
+    """More of a step's calls failed than the configured fraction allows."""

@@ -8,11 +8,15 @@ usage is counted in words, which is enough to check that usage is recorded.
 from __future__ import annotations
 
 import asyncio
+import importlib
+import os
+import random
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import litellm
 from litellm.llms.custom_llm import CustomLLM
 
@@ -61,3 +65,142 @@ class ScriptedModel(CustomLLM):
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         return self._respond(model, messages)
+
+
+def load_script(reference: str) -> Script:
+    """The script named by 'module:function' (PROMPT_DESCENT_FAKE_SCRIPT uses this)."""
+    module_name, _, function = reference.partition(":")
+    if not module_name or not function:
+        raise ValueError(f"expected 'module:function', got {reference!r}")
+    script = getattr(importlib.import_module(module_name), function, None)
+    if not callable(script):
+        raise ValueError(f"{reference!r} is not a function of (model, messages)")
+    return script
+
+
+def serve_script_from_env(register: Callable[[str, CustomLLM], None]) -> None:
+    """PROMPT_DESCENT_FAKE_SCRIPT=module:function serves that script as the `fake/...` models.
+
+    The gateway calls this at import, so the flow runs a Prefect worker starts in their
+    own processes get the scripted model too (demos and the deployment test).
+    """
+    reference = os.environ.get("PROMPT_DESCENT_FAKE_SCRIPT")
+    if reference:
+        register("fake", ScriptedModel(load_script(reference)))
+
+
+FAULT_KINDS = (
+    "rate_limit",
+    "rate_limit_retry_after",
+    "server_error",
+    "unavailable",
+    "timeout",
+    "connection_reset",
+    "empty",
+    "truncated",
+    "malformed_json",
+)
+# A refusal is final, not transient: not in the default schedule, whose runs must recover.
+REFUSAL = "refusal"
+REPAIR_MARKER = "not the JSON object asked for"
+
+
+class FaultyModel(ScriptedModel):
+    """A scripted model whose calls fail on a seeded schedule, the way real providers do.
+
+    Whether a call fails, and how, depends only on (seed, conversation, attempt), so
+    two runs see the same faults. A fault hits only a conversation's first
+    `faulty_attempts` attempts, so retries and repairs recover from every one: a run
+    through faults must end exactly where the fault-free run ends. `injected` counts
+    the faults by kind.
+    """
+
+    def __init__(
+        self,
+        script: Script,
+        rate: float = 0.3,
+        seed: int = 0,
+        kinds: tuple[str, ...] = FAULT_KINDS,
+        faulty_attempts: int = 2,
+    ) -> None:
+        super().__init__(script)
+        self.rate, self.seed, self.kinds = rate, seed, kinds
+        self.faulty_attempts = faulty_attempts
+        self.attempts: dict[str, int] = {}
+        self.injected: dict[str, int] = {}
+
+    def _fault(self, messages: list[dict[str, str]]) -> str | None:
+        conversation = repr(messages)
+        with self._lock:
+            attempt = self.attempts.get(conversation, 0)
+            self.attempts[conversation] = attempt + 1
+        if attempt >= self.faulty_attempts:
+            return None
+        chance = random.Random(f"{self.seed}|{conversation}|{attempt}")
+        if chance.random() >= self.rate:
+            return None
+        wants_json = "JSON" in messages[0]["content"]
+        kinds = [k for k in self.kinds if wants_json or k not in ("malformed_json", "truncated")]
+        if REPAIR_MARKER in messages[-1]["content"]:
+            # a repair is the last chance for a proposal: no content faults there
+            kinds = [k for k in kinds if k not in ("malformed_json", "truncated", "empty")]
+        if not kinds:
+            return None
+        kind = chance.choice(kinds)
+        with self._lock:
+            self.injected[kind] = self.injected.get(kind, 0) + 1
+        return kind
+
+    def _respond(self, model: str, messages: list[dict[str, str]]) -> litellm.ModelResponse:
+        kind = self._fault(messages)
+        if kind is None:
+            return super()._respond(model, messages)
+        raise_fault(kind, model)
+        text = super()._respond(model, messages).choices[0].message.content
+        faulty = {
+            "empty": "",
+            "truncated": text[: len(text) // 2],
+            "malformed_json": "Sure! Here is the prompt: {system: oops",
+            REFUSAL: "",
+        }[kind]
+        return litellm.ModelResponse(
+            model=f"fake/{model}",
+            choices=[
+                {
+                    "index": 0,
+                    "finish_reason": {"truncated": "length", REFUSAL: "content_filter"}.get(
+                        kind, "stop"
+                    ),
+                    "message": {"role": "assistant", "content": faulty},
+                }
+            ],
+            usage=litellm.Usage(prompt_tokens=1, completion_tokens=1, total_tokens=2),
+        )
+
+
+def raise_fault(kind: str, model: str) -> None:
+    """Raise the litellm exception a provider fault of `kind` arrives as (if it raises)."""
+    request = httpx.Request("POST", "https://fake.invalid/v1/chat/completions")
+    where = {"llm_provider": "fake", "model": model}
+    if kind == "rate_limit":
+        raise litellm.RateLimitError(
+            "429 Too Many Requests", **where, response=httpx.Response(429, request=request)
+        )
+    if kind == "rate_limit_retry_after":
+        raise litellm.RateLimitError(
+            "429 Too Many Requests",
+            **where,
+            response=httpx.Response(429, headers={"retry-after": "1"}, request=request),
+        )
+    if kind == "server_error":
+        raise litellm.InternalServerError(
+            "500 Internal Server Error", **where, response=httpx.Response(500, request=request)
+        )
+    if kind == "unavailable":
+        raise litellm.ServiceUnavailableError(
+            "503 Service Unavailable", **where, response=httpx.Response(503, request=request)
+        )
+    if kind == "timeout":
+        raise litellm.Timeout("Request timed out", **where)
+    if kind == "connection_reset":
+        raise litellm.APIConnectionError("Connection reset by peer", **where)

@@ -1,10 +1,17 @@
-"""The one gateway to litellm: call identity, the call cache, budgets, usage and cost.
+"""The one gateway to litellm: call identity, the call cache, retries, budgets, usage and cost.
 
 A call is identified by (model, messages, sampling params). The gateway of a run
-is primed with every successful call already in the store, so the same call is
-never paid twice, within a run or across runs. Retries with backoff are litellm's
-own (`num_retries`); a call that still fails comes back as a record with its
-error, and only systemic faults (unknown model, bad credentials) raise.
+is primed with every successful call already made into the store (and with the
+journal of an interrupted attempt of the same run), so the same call is never paid
+twice. Every settled call is appended to the run's journal file at once, so a run
+killed mid-step loses no completed call.
+
+Faults: rate limits, 5xx, timeouts, dropped connections and empty completions are
+retried with exponential backoff and full jitter, waiting at least what a
+Retry-After header asks. Refusals and other bad requests are recorded as failed
+calls (the example scores 0). Only systemic faults (unknown model, bad
+credentials) raise, and a step whose calls fail beyond the configured fraction
+stops the run.
 """
 
 from __future__ import annotations
@@ -19,24 +26,48 @@ import json
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import litellm
 from litellm.llms.custom_llm import CustomLLM
-from litellm.utils import custom_llm_setup
+from litellm.utils import _get_retry_after_from_exception_header, custom_llm_setup
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
 
-from prompt_descent.config import Budget, ModelSettings
-from prompt_descent.errors import BudgetExhausted, ModelError
+from prompt_descent import fake, local
+from prompt_descent.config import Budget, ModelSettings, RetrySettings
+from prompt_descent.errors import BudgetExhausted, ModelError, TooManyFailures
 from prompt_descent.records import CallRecord, Usage
 
 litellm.telemetry = False
 litellm.suppress_debug_info = True
-
-NUM_RETRIES = 3
 JSON_MODE = {"type": "json_object"}
 
-# Errors that say the model can never answer, so retrying or scoring 0 would hide them.
-SYSTEMIC_ERRORS: tuple[type[Exception], ...] = (
+local.register()
+
+
+class EmptyCompletion(Exception):
+    """The provider answered with no text; asking again can help."""
+
+
+# Worth asking again: the same request may well succeed a moment later.
+RETRYABLE: tuple[type[Exception], ...] = (
+    litellm.exceptions.RateLimitError,
+    litellm.exceptions.Timeout,
+    litellm.exceptions.APIConnectionError,
+    litellm.exceptions.InternalServerError,
+    litellm.exceptions.ServiceUnavailableError,
+    litellm.exceptions.BadGatewayError,
+    EmptyCompletion,
+)
+# The model can never answer: retrying or scoring 0 would hide the mistake.
+SYSTEMIC: tuple[type[Exception], ...] = (
     litellm.exceptions.AuthenticationError,
     litellm.exceptions.NotFoundError,
     litellm.exceptions.PermissionDeniedError,
@@ -65,30 +96,63 @@ def _cost(response: Any) -> float:
 
 
 def _systemic(error: Exception) -> bool:
-    if isinstance(error, SYSTEMIC_ERRORS):
+    if isinstance(error, SYSTEMIC):
         return True
-    text = str(error)
     return isinstance(error, litellm.exceptions.BadRequestError) and (
-        "LLM Provider NOT provided" in text or "ModelError" in text
+        "LLM Provider NOT provided" in str(error)
     )
 
 
-def _one_line(error: Exception) -> str:
+def _retryable(error: BaseException) -> bool:
+    if isinstance(error, RETRYABLE):
+        return True
+    status = getattr(error, "status_code", None)
+    return (
+        isinstance(error, litellm.exceptions.APIError)
+        and isinstance(status, int)
+        and (status >= 500 or status == 429)
+    )
+
+
+def _retry_after(error: BaseException | None) -> float:
+    """Seconds a 429/503 asked us to wait (Retry-After), or 0."""
+    response = getattr(error, "response", None)
+    headers = getattr(response, "headers", None) or getattr(error, "headers", None)
+    if not headers:
+        return 0.0
+    try:
+        return max(float(_get_retry_after_from_exception_header(headers) or 0), 0.0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _one_line(error: BaseException) -> str:
     text = " ".join(str(error).split())
     return f"{type(error).__name__}: {text}"[:500]
 
 
 class Gateway:
-    """The calls of one run: cache, budget, usage, and the journal the flow persists."""
+    """The calls of one run: cache, retries, budget, usage, and the journal."""
 
-    def __init__(self, budget: Budget | None = None, cache: dict[str, CallRecord] | None = None):
+    def __init__(
+        self,
+        budget: Budget | None = None,
+        cache: dict[str, CallRecord] | None = None,
+        retry: RetrySettings | None = None,
+        journal: Path | None = None,
+        spent: Usage | None = None,
+    ) -> None:
         self.budget = budget or Budget()
+        self.retry = retry or RetrySettings()
+        self.journal = journal
+        self.usage = (spent or Usage()).model_copy()
         self._cache: dict[str, CallRecord] = dict(cache or {})
-        self._journal: list[CallRecord] = []
+        self._unsaved: list[CallRecord] = []
         self._lock = threading.Lock()
         self._in_flight = 0
         self._started = time.monotonic()
-        self.usage = Usage()
+        if journal is not None:
+            journal.parent.mkdir(parents=True, exist_ok=True)
 
     # -- budget -------------------------------------------------------------
 
@@ -116,17 +180,43 @@ class Gateway:
         with self._lock:
             self._in_flight -= 1
             self.usage.add(record)
-            self._journal.append(record)
+            self._unsaved.append(record)
             if record.error is None:
                 self._cache[record.key] = record
+            if self.journal is not None:
+                with self.journal.open("a", encoding="utf-8") as journal:
+                    journal.write(record.model_dump_json() + "\n")
 
     def drain(self) -> list[CallRecord]:
         """The calls paid for since the last drain, for the flow to persist."""
         with self._lock:
-            journal, self._journal = self._journal, []
-        return journal
+            unsaved, self._unsaved = self._unsaved, []
+        return unsaved
 
     # -- calls --------------------------------------------------------------
+
+    def _wait(self, state: RetryCallState) -> float:
+        backoff = wait_random_exponential(
+            multiplier=self.retry.base_seconds, max=self.retry.max_wait_seconds
+        )(state)
+        asked = _retry_after(state.outcome.exception() if state.outcome else None)
+        return max(backoff, min(asked, self.retry.max_wait_seconds))
+
+    async def _ask(
+        self, settings: ModelSettings, messages: list[dict[str, str]], params: dict[str, Any]
+    ) -> Any:
+        response = await litellm.acompletion(
+            model=settings.model,
+            messages=messages,
+            num_retries=0,
+            api_base=settings.api_base,
+            api_key=os.environ.get(settings.api_key_env) if settings.api_key_env else None,
+            **params,
+        )
+        choice = response.choices[0]
+        if not (choice.message.content or "").strip() and choice.finish_reason != "content_filter":
+            raise EmptyCompletion(f"empty completion (finish_reason={choice.finish_reason})")
+        return response
 
     async def complete(
         self,
@@ -134,9 +224,14 @@ class Gateway:
         settings: ModelSettings,
         messages: list[dict[str, str]],
         json_mode: bool = False,
+        response_format: dict[str, Any] | None = None,
     ) -> CallRecord:
+        """One call. `response_format` (a JSON-able dict such as litellm's json_schema form)
+        overrides `json_mode`; either way it is part of the call's identity."""
         params: dict[str, Any] = settings.sampling()
-        if json_mode:
+        if response_format is not None:
+            params["response_format"] = response_format
+        elif json_mode:
             params["response_format"] = JSON_MODE
         key = call_key(settings.model, messages, params)
         cached = self._cache.get(key)
@@ -148,15 +243,14 @@ class Gateway:
             key=key, role=role, model=settings.model, messages=messages, params=params
         )
         try:
-            response = await litellm.acompletion(
-                model=settings.model,
-                messages=messages,
-                num_retries=NUM_RETRIES,
-                retry_strategy="exponential_backoff_retry",
-                api_base=settings.api_base,
-                api_key=os.environ.get(settings.api_key_env) if settings.api_key_env else None,
-                **params,
-            )
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception(_retryable),
+                wait=self._wait,
+                stop=stop_after_attempt(self.retry.attempts),
+                reraise=True,
+            ):
+                with attempt:
+                    response = await self._ask(settings, messages, params)
         except Exception as error:
             failed = record.model_copy(
                 update={"error": _one_line(error), "latency_s": time.monotonic() - started}
@@ -165,12 +259,13 @@ class Gateway:
             if _systemic(error):
                 raise ModelError(f"model '{settings.model}' ({role}): {_one_line(error)}") from None
             return failed
-        content = response.choices[0].message.content or ""
+        choice = response.choices[0]
         usage = getattr(response, "usage", None)
+        refused = choice.finish_reason == "content_filter"
         record = record.model_copy(
             update={
-                "response": content,
-                "error": None if content.strip() else "empty completion",
+                "response": choice.message.content or "",
+                "error": "refused by the provider's content filter" if refused else None,
                 "prompt_tokens": getattr(usage, "prompt_tokens", 0) or 0,
                 "completion_tokens": getattr(usage, "completion_tokens", 0) or 0,
                 "cost_usd": _cost(response),
@@ -187,13 +282,17 @@ class Gateway:
         conversations: Sequence[list[dict[str, str]]],
         concurrency: int,
         json_mode: bool = False,
+        response_format: dict[str, Any] | None = None,
     ) -> list[CallRecord]:
-        """All conversations, at most `concurrency` in flight, results in input order."""
+        """All conversations, at most `concurrency` in flight, results in input order.
+
+        Raises TooManyFailures when more than the configured fraction of them failed.
+        """
         limit = asyncio.Semaphore(concurrency)
 
         async def one(messages: list[dict[str, str]]) -> CallRecord:
             async with limit:
-                return await self.complete(role, settings, messages, json_mode)
+                return await self.complete(role, settings, messages, json_mode, response_format)
 
         try:
             async with asyncio.TaskGroup() as group:
@@ -201,7 +300,27 @@ class Gateway:
         except* (BudgetExhausted, ModelError) as failures:
             # the first stop reason is the one to report; the sibling calls were cancelled
             raise failures.exceptions[0] from None
-        return [call.result() for call in running]
+        calls = [call.result() for call in running]
+        failed = [c for c in calls if c.error]
+        if calls and len(failed) / len(calls) > self.retry.max_failed_fraction:
+            raise TooManyFailures(
+                f"{len(failed)} of {len(calls)} {role} calls failed (more than "
+                f"{self.retry.max_failed_fraction:.0%}); last error: {failed[-1].error}"
+            )
+        return calls
+
+
+def load_journal(path: Path) -> list[CallRecord]:
+    """The calls an interrupted attempt of a run completed; a torn last line is skipped."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(CallRecord.model_validate_json(line))
+        except ValueError:
+            continue
+    return records
 
 
 _active = Gateway()
@@ -215,3 +334,7 @@ def activate(gateway: Gateway) -> None:
 
 def gateway() -> Gateway:
     return _active
+
+
+# PROMPT_DESCENT_FAKE_SCRIPT=module:function: scripted `fake/...` models in every process.
+fake.serve_script_from_env(register_provider)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from prompt_descent.config import ModelSettings, Prompt, SplitScore
 
@@ -14,8 +15,13 @@ class Record(BaseModel):
 
 
 class CallRecord(Record):
-    """One LLM call: what was asked, what came back, what it cost."""
+    """One LLM call: what was asked, what came back, what it cost.
 
+    `key` is the call's identity (model, messages, params), shared by repeats of the
+    same call; `call_id` names this one attempt, so replaying a journal is idempotent.
+    """
+
+    call_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     key: str
     role: str
     model: str
@@ -138,3 +144,31 @@ class RegistryEntry(Record):
     test_score: float | None
     champion: bool
     run_id: str | None
+
+
+class Champion(Record):
+    """The registered prompt a name currently serves."""
+
+    name: str
+    version: int
+    prompt: Prompt
+    settings: ModelSettings
+    val_score: float | None
+    test_score: float | None
+    run_id: str | None
+
+
+class Promotion(Record):
+    """One challenger-vs-champion decision: a row of the `promotions` table."""
+
+    name: str
+    champion_version: int | None
+    champion_prompt: str
+    challenger_prompt: str
+    champion_score: float | None
+    challenger_score: float | None
+    margin: float
+    promoted: bool
+    promoted_version: int | None = None
+    reason: str
+    run_id: str

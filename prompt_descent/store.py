@@ -14,12 +14,23 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
 
-from prompt_descent.config import Prompt
-from prompt_descent.records import CallRecord, IterationRecord, RegistryEntry, RunSummary
+from prompt_descent.config import ModelSettings, Prompt
+from prompt_descent.records import (
+    CallRecord,
+    Champion,
+    IterationRecord,
+    Promotion,
+    RegistryEntry,
+    RunSummary,
+    Usage,
+)
+
+if TYPE_CHECKING:
+    from prompt_descent.qa import ExpandedQA
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -87,6 +98,7 @@ CREATE TABLE IF NOT EXISTS gradients (
     PRIMARY KEY (run_id, step, proposal)
 );
 CREATE TABLE IF NOT EXISTS llm_calls (
+    call_id VARCHAR PRIMARY KEY,
     call_key VARCHAR NOT NULL,
     run_id VARCHAR NOT NULL,
     role VARCHAR NOT NULL,
@@ -108,7 +120,8 @@ CREATE TABLE IF NOT EXISTS evaluations (
     score DOUBLE NOT NULL,
     examples INTEGER NOT NULL,
     label VARCHAR NOT NULL,
-    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    PRIMARY KEY (run_id, prompt_id, split, label)
 );
 CREATE TABLE IF NOT EXISTS registry (
     name VARCHAR NOT NULL,
@@ -125,6 +138,30 @@ CREATE TABLE IF NOT EXISTS registry (
     run_id VARCHAR,
     created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
     PRIMARY KEY (name, version)
+);
+CREATE TABLE IF NOT EXISTS expanded_qa (
+    run_id VARCHAR NOT NULL,
+    text_id VARCHAR NOT NULL,
+    pair_index INTEGER NOT NULL,
+    questions VARCHAR[] NOT NULL,
+    answer VARCHAR,
+    error VARCHAR,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    PRIMARY KEY (run_id, text_id, pair_index)
+);
+CREATE TABLE IF NOT EXISTS promotions (
+    name VARCHAR NOT NULL,
+    champion_version INTEGER,
+    champion_prompt VARCHAR NOT NULL,
+    challenger_prompt VARCHAR NOT NULL,
+    champion_score DOUBLE,
+    challenger_score DOUBLE,
+    margin DOUBLE NOT NULL,
+    promoted BOOLEAN NOT NULL,
+    promoted_version INTEGER,
+    reason VARCHAR NOT NULL,
+    run_id VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
 );
 """
 
@@ -216,11 +253,13 @@ class Store:
                 )
             if calls:
                 con.executemany(
-                    """INSERT INTO llm_calls (call_key, run_id, role, model, messages, params,
-                       response, error, prompt_tokens, completion_tokens, cost_usd, latency_s)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                    """INSERT INTO llm_calls (call_id, call_key, run_id, role, model, messages,
+                       params, response, error, prompt_tokens, completion_tokens, cost_usd,
+                       latency_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                       ON CONFLICT DO NOTHING""",
                     [
                         [
+                            c.call_id,
                             c.key,
                             run_id,
                             c.role,
@@ -265,7 +304,8 @@ class Store:
             for prompt_id, split, score, examples, label in evaluations:
                 con.execute(
                     "INSERT INTO evaluations (run_id, prompt_id, split, score, examples, label) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET score = excluded.score, "
+                    "examples = excluded.examples",
                     [run_id, prompt_id, split, score, examples, label],
                 )
 
@@ -375,3 +415,91 @@ class Store:
     def prompt(self, prompt_id: str) -> Prompt | None:
         rows = self.query("SELECT system, template FROM prompts WHERE prompt_id = ?", [prompt_id])
         return Prompt(**rows[0]) if rows else None
+
+    def run_usage(self, run_id: str) -> Usage:
+        """What a run has paid for so far, over all its attempts."""
+        (row,) = self.query(
+            """SELECT count(*) AS calls,
+                      coalesce(sum(prompt_tokens + completion_tokens), 0) AS tokens,
+                      coalesce(sum(cost_usd), 0) AS cost_usd
+               FROM llm_calls WHERE run_id = ?""",
+            [run_id],
+        )
+        return Usage(**row)
+
+    def run_config(self, run_id: str) -> dict[str, Any] | None:
+        rows = self.query("SELECT config FROM runs WHERE run_id = ?", [run_id])
+        return json.loads(rows[0]["config"]) if rows else None
+
+    def registered_version(self, run_id: str) -> int | None:
+        rows = self.query("SELECT max(version) AS v FROM registry WHERE run_id = ?", [run_id])
+        return rows[0]["v"] if rows else None
+
+    def registry_rows(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Registry entries with their prompt text, by name then version."""
+        where = "WHERE r.name = ?" if name is not None else ""
+        return self.query(
+            f"""SELECT r.*, p.system, p.template FROM registry r JOIN prompts p USING (prompt_id)
+                {where} ORDER BY r.name, r.version""",
+            [name] if name is not None else [],
+        )
+
+    def end_run(self, run_id: str, status: str, stop_reason: str | None = None) -> None:
+        """Close a run that has no optimizer summary (prompt runs, data pipelines)."""
+        self._run(
+            lambda con: con.execute(
+                "UPDATE runs SET status = ?, stop_reason = ?, finished_at = current_timestamp "
+                "WHERE run_id = ?",
+                [status, stop_reason, run_id],
+            )
+        )
+
+    def save_expanded_qa(self, run_id: str, rows: list[ExpandedQA]) -> None:
+        """The expand_qa pipeline's rows, failed ones with their error."""
+        if not rows:
+            return
+        self._run(
+            lambda con: con.executemany(
+                """INSERT OR REPLACE INTO expanded_qa
+                   (run_id, text_id, pair_index, questions, answer, error)
+                   VALUES (?, ?, ?, ?, ?, ?)""",
+                [[run_id, r.text_id, r.pair_index, r.questions, r.answer, r.error] for r in rows],
+            )
+        )
+
+    def champion(self, name: str) -> Champion | None:
+        """The champion registered under `name` (the newest, should there be two)."""
+        rows = self.query(
+            """SELECT r.*, p.system, p.template FROM registry r JOIN prompts p USING (prompt_id)
+               WHERE r.name = ? AND r.champion ORDER BY r.version DESC LIMIT 1""",
+            [name],
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        return Champion(
+            name=name,
+            version=row["version"],
+            prompt=Prompt(system=row["system"], template=row["template"]),
+            settings=ModelSettings(
+                model=row["model"],
+                temperature=row["temperature"],
+                top_p=row["top_p"],
+                frequency_penalty=row["frequency_penalty"],
+                max_tokens=row["max_tokens"],
+            ),
+            val_score=row["val_score"],
+            test_score=row["test_score"],
+            run_id=row["run_id"],
+        )
+
+    def record_promotion(self, promotion: Promotion) -> None:
+        """Why a challenger was or was not promoted: one row of `promotions`."""
+        row = promotion.model_dump()
+        columns = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        self._run(
+            lambda con: con.execute(
+                f"INSERT INTO promotions ({columns}) VALUES ({marks})", list(row.values())
+            )
+        )

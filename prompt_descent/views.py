@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 
 from rich.console import Group
 from rich.table import Table
@@ -10,6 +11,7 @@ from rich.text import Text
 
 from prompt_descent.config import Prompt
 from prompt_descent.records import RunSummary
+from prompt_descent.registry import RegisteredPrompt
 from prompt_descent.store import Store
 
 
@@ -144,3 +146,66 @@ def run_history(store: Store, run_id: str) -> Group:
                 )
                 parts.append(prompt_diff(before, after))
     return Group(*parts)
+
+
+def prompts_table(entries: list[RegisteredPrompt], store_path: str | Path) -> Table:
+    """Every registered version: its model settings, scores and where it came from."""
+    table = Table(title=f"registered prompts in {store_path}")
+    for column in (
+        "name",
+        "version",
+        "champion",
+        "model",
+        "temperature",
+        "top_p",
+        "freq. penalty",
+        "max tokens",
+        "val",
+        "test",
+        "prompt",
+        "run",
+        "created",
+    ):
+        table.add_column(column)
+    for e in entries:
+        s = e.settings
+        table.add_row(
+            e.name,
+            str(e.version),
+            "*" if e.champion else "",
+            s.model,
+            f"{s.temperature:g}",
+            f"{s.top_p:g}",
+            f"{s.frequency_penalty:g}",
+            str(s.max_tokens),
+            _score(e.val_score),
+            _score(e.test_score),
+            e.prompt.id,
+            e.run_id or "",
+            f"{e.created_at:%Y-%m-%d %H:%M}" if e.created_at else "",
+        )
+    return table
+
+
+def prompt_details(entry: RegisteredPrompt) -> Group:
+    s = entry.settings
+    champion = " (champion)" if entry.champion else ""
+    title = f"{entry.name} v{entry.version}{champion}  prompt {entry.prompt.id}"
+    header = Text(title, style="bold")
+    facts = Table.grid(padding=(0, 2))
+    facts.add_row("model", s.model)
+    facts.add_row(
+        "sampling",
+        f"temperature {s.temperature:g}, top_p {s.top_p:g}, "
+        f"frequency_penalty {s.frequency_penalty:g}, max_tokens {s.max_tokens}",
+    )
+    facts.add_row("val / test", f"{_score(entry.val_score)} / {_score(entry.test_score)}")
+    facts.add_row("run", entry.run_id or "(registered without a run)")
+    return Group(
+        header,
+        facts,
+        Text("\n---- system", style="dim"),
+        Text(entry.prompt.system),
+        Text("---- template", style="dim"),
+        Text(entry.prompt.template),
+    )

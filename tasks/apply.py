@@ -10,12 +10,13 @@ placeholder is rejected here, before any prediction is spent on it.
 from __future__ import annotations
 
 import json
+import re
 
 from prefect import task
 from pydantic import BaseModel, ValidationError
 
 from prompt_descent import llm
-from prompt_descent.config import ModelSettings, Prompt, template_error
+from prompt_descent.config import ModelSettings, Prompt, placeholders, template_error
 from prompt_descent.records import Candidate, Feedback
 from tasks.gradient import describe_prompt
 from tasks.options import STEP_OPTIONS
@@ -37,17 +38,25 @@ CLEAN_SYSTEM = (
 )
 
 
+# Small models echo the markup a prompt was shown in: <system>…</system>.
+_WRAPPER_TAGS = re.compile(r"^\s*<(system|template)>\s*|\s*</(system|template)>\s*$")
+
+
 class ProposedPrompt(BaseModel):
     system: str
     template: str | None = None
 
 
 def apply_messages(
-    prompt: Prompt, feedback: Feedback, history: list[tuple[Prompt, float]]
+    prompt: Prompt,
+    feedback: Feedback,
+    history: list[tuple[Prompt, float]],
+    rejections: list[str] = (),
 ) -> list[dict[str, str]]:
     tried = "\n\n".join(
         f"Attempt scoring {score:.2f}:\n{describe_prompt(p)}" for p, score in history
     )
+    refused = "".join(f"\n- {reason}" for reason in rejections)
     return [
         {"role": "system", "content": APPLY_SYSTEM},
         {
@@ -55,6 +64,11 @@ def apply_messages(
             "content": (
                 f"Current prompt:\n{describe_prompt(prompt)}\n\nFeedback:\n{feedback.text}\n\n"
                 + (f"Earlier attempts (do not repeat them):\n{tried}\n\n" if tried else "")
+                + (
+                    f"Proposals already rejected for these examples:{refused}\n\n"
+                    if refused
+                    else ""
+                )
                 + "The improved prompt as JSON:"
             ),
         },
@@ -76,22 +90,22 @@ def _rejected(reason: str) -> Candidate:
 def check_candidate(
     current: Prompt, proposal: ProposedPrompt, history: list[tuple[Prompt, float]]
 ) -> Candidate:
-    system = proposal.system.strip()
-    template = (proposal.template or current.template).strip() or current.template
+    system = _WRAPPER_TAGS.sub("", proposal.system).strip()
+    template = _WRAPPER_TAGS.sub("", proposal.template or "").strip() or current.template
     if not system:
         return _rejected("empty candidate prompt")
     problem = template_error(template)
     if problem:
         return _rejected(f"candidate template unusable: {problem}")
-    candidate = Prompt(system=system, template=template)
-    lost = current.placeholders() - candidate.placeholders()
+    lost = current.placeholders() - placeholders(template)
     if lost:
         names = ", ".join(f"{{{n}}}" for n in sorted(lost))
         return _rejected(f"candidate drops placeholder {names}")
-    invented = candidate.placeholders() - current.placeholders()
+    invented = placeholders(template) - current.placeholders()
     if invented:
         names = ", ".join(f"{{{n}}}" for n in sorted(invented))
         return _rejected(f"candidate adds unknown placeholder {names}")
+    candidate = Prompt(system=system, template=template)
     if candidate.id == current.id:
         return _rejected("candidate is identical to the current prompt")
     if any(candidate.id == p.id for p, _ in history):
@@ -144,12 +158,28 @@ async def apply_gradient(
     history: list[tuple[Prompt, float]],
     settings: ModelSettings,
     clean: bool = False,
+    rejections: list[str] = (),
 ) -> Candidate:
-    proposal, reply, problem = await _ask_for_prompt(
-        settings, apply_messages(prompt, feedback, history)
-    )
+    messages = apply_messages(prompt, feedback, history, rejections)
+    proposal, reply, problem = await _ask_for_prompt(settings, messages)
     if proposal is None:
         return Candidate(prompt=None, raw=reply, rejected_because=problem)
+    candidate = check_candidate(prompt, proposal, history)
+    if candidate.rejected_because is not None:
+        # one corrective try: a candidate that fails the checks would waste the whole proposal
+        retry = messages + [
+            {"role": "assistant", "content": reply},
+            {
+                "role": "user",
+                "content": (
+                    f"That prompt was rejected: {candidate.rejected_because}. Write a different "
+                    "prompt that makes the changes the feedback asks for, as JSON."
+                ),
+            },
+        ]
+        proposal, reply, problem = await _ask_for_prompt(settings, retry)
+        if proposal is None:
+            return Candidate(prompt=None, raw=reply, rejected_because=problem)
     if clean:
         # a clean-up that fails leaves the revision as it was: it is still a usable prompt
         cleaned, _, _ = await _ask_for_prompt(settings, clean_messages(proposal))
@@ -164,6 +194,7 @@ async def apply(
     history: list[tuple[Prompt, float]],
     settings: ModelSettings,
     clean: bool = False,
+    rejections: list[str] = (),
     label: str = "",
 ) -> Candidate:
-    return await apply_gradient(prompt, feedback, history, settings, clean)
+    return await apply_gradient(prompt, feedback, history, settings, clean, rejections)

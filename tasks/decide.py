@@ -24,13 +24,7 @@ def judge_validation(validation: Validation, always_accept: bool = False) -> Dec
         )
     if validation.stopped_because is not None:
         return Decision(accepted=False, reason=validation.stopped_because)
-    if validation.val_after is None or validation.batch_after is None:
-        return Decision(accepted=False, reason="candidate was not validated")
-    if validation.val_after < validation.val_before:
-        return Decision(
-            accepted=False,
-            reason=(f"worse on val ({validation.val_after:.3f} vs {validation.val_before:.3f})"),
-        )
+    # validate stops, with its reason, as soon as the batch or val rule is broken
     return Decision(
         accepted=True,
         reason=(

@@ -9,6 +9,8 @@ proposal differs.
 
 from __future__ import annotations
 
+import json
+
 from prefect import task
 
 from prompt_descent import llm
@@ -19,10 +21,12 @@ from tasks.options import STEP_OPTIONS
 MAX_CASES_SHOWN = 8
 
 GRADIENT_SYSTEM = (
-    "You are an expert prompt engineer. A language model was given a prompt and got some "
-    "examples wrong. Diagnose why the prompt led to each wrong output, then say concretely "
-    "how the prompt should change so the model gets them right. Do not rewrite the prompt "
-    "yourself; give the reasons and the changes, briefly."
+    "You are an expert prompt engineer. A language model was given a prompt and got the "
+    "examples below wrong. Compare each model output with the expected answer, in content "
+    "and in form (format, length, wording), and say why the prompt led to the difference. "
+    "Then list the concrete changes to the prompt's instructions that would make the model "
+    "give the expected answers. Be brief: at most five bullet points. Do not write the new "
+    "prompt."
 )
 
 
@@ -36,7 +40,8 @@ CRITIQUE_SYSTEM = (
 
 
 def describe_prompt(prompt: Prompt) -> str:
-    return f"<system>\n{prompt.system}\n</system>\n<template>\n{prompt.template}\n</template>"
+    """The prompt in the JSON shape the apply step answers in, so the reply mirrors it."""
+    return json.dumps({"system": prompt.system, "template": prompt.template}, ensure_ascii=False)
 
 
 def _case(number: int, example: Example, output: str, score: float) -> str:

@@ -1,0 +1,126 @@
+"""expand_qa: texts -> QA pairs -> reworded questions, with two registered prompts.
+
+The QA prompt (placeholder {text}) must reply {"pairs": [{"question", "answer"}]};
+the rephrase prompt (placeholder {question}) must reply {"rephrasings": [3 strings]}.
+Both run with the model and sampling settings they were registered with. Rows go to
+DuckDB (`expanded_qa`) and, if asked, to a JSONL or Parquet file; a record whose reply
+never parsed is kept there with its error. In async code, await this flow directly;
+`prompt_descent.expand_qa` is the synchronous wrapper.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+
+from flows.optimize import new_run_id
+from prompt_descent import llm
+from prompt_descent.config import Budget
+from prompt_descent.datasets import load_examples
+from prompt_descent.errors import RunStopped
+from prompt_descent.qa import (
+    QA_PLACEHOLDER,
+    REPHRASE_PLACEHOLDER,
+    ExpandedQA,
+    ExpandSummary,
+    expand,
+    output_format,
+    questions_to_reword,
+    registered_prompt,
+    text_source,
+    write_output,
+)
+from prompt_descent.registry import DEFAULT_STORE
+from prompt_descent.store import Store
+from tasks.qa import qa_pairs, rephrase
+
+
+@flow(name="expand_qa", flow_run_name="expand_qa {qa_prompt_name}")
+async def expand_qa(
+    texts: str | Path,
+    qa_prompt_name: str = "qa-pairs",
+    rephrase_prompt_name: str = "rephrase-question",
+    store: str | Path = DEFAULT_STORE,
+    output: str | Path | None = None,
+    text_column: str = "text",
+    id_column: str | None = None,
+    database: str | None = None,
+    concurrency: int = 4,
+    budget: Budget | None = None,
+    run_id: str | None = None,
+) -> ExpandSummary:
+    """`texts`: a JSONL/CSV/Parquet file with a `text_column`, or a DuckDB query
+    (run against `database`, in memory if None)."""
+    started = time.monotonic()
+    output_format(output)
+    examples = load_examples(text_source(texts, text_column, id_column, database))
+    the_store = Store(store)
+    qa = registered_prompt(qa_prompt_name, QA_PLACEHOLDER, the_store)
+    reword = registered_prompt(rephrase_prompt_name, REPHRASE_PLACEHOLDER, the_store)
+    run_id = run_id or new_run_id("expand-qa")
+    gateway = llm.Gateway(budget, the_store.cached_calls())
+    llm.activate(gateway)
+    the_store.start_run(
+        run_id,
+        "expand_qa",
+        "expand_qa",
+        {
+            "texts": str(texts),
+            "qa_prompt": f"{qa.name} v{qa.version}",
+            "rephrase_prompt": f"{reword.name} v{reword.version}",
+            "output": str(output) if output else None,
+        },
+    )
+    status, reason, rows = "failed", None, []
+    try:
+        pairs = await qa_pairs(qa.prompt, examples, qa.settings, concurrency, label=qa.name)
+        the_store.save_step(run_id, prompts=[qa.prompt], calls=gateway.drain())
+        pending = questions_to_reword(pairs)
+        reworded = await rephrase(
+            reword.prompt, pending, reword.settings, concurrency, label=reword.name
+        )
+        the_store.save_step(run_id, prompts=[reword.prompt], calls=gateway.drain())
+        rows = expand(pairs, reworded)
+        the_store.save_expanded_qa(run_id, rows)
+        if output is not None:
+            write_output(run_id, rows, output)
+        status = "completed"
+    except RunStopped as stopped:
+        status, reason = "stopped", str(stopped)
+        get_run_logger().warning("stopping: %s; the calls made so far are cached", stopped)
+    except BaseException as failure:
+        reason = f"{type(failure).__name__}: {failure}"
+        raise
+    finally:
+        the_store.save_step(run_id, prompts=[], calls=gateway.drain())
+        the_store.end_run(run_id, status, reason)
+    summary = _summary(run_id, status, reason, len(examples), rows, output, gateway, started)
+    get_run_logger().info(
+        "%d texts -> %d rows (%d with an error)", summary.texts, summary.rows, summary.failed
+    )
+    return summary
+
+
+def _summary(
+    run_id: str,
+    status: str,
+    reason: str | None,
+    texts: int,
+    rows: list[ExpandedQA],
+    output: str | Path | None,
+    gateway: llm.Gateway,
+    started: float,
+) -> ExpandSummary:
+    return ExpandSummary(
+        run_id=run_id,
+        status=status,
+        stop_reason=reason,
+        texts=texts,
+        rows=len(rows),
+        failed=sum(1 for row in rows if row.error),
+        output=str(output) if output is not None and rows else None,
+        usage=gateway.usage.model_copy(),
+        seconds=time.monotonic() - started,
+    )

@@ -1,0 +1,233 @@
+"""The Python API: optimize, evaluate, load and run registered prompts, expand QA data.
+
+Every function here is synchronous and runs its flow with `asyncio.run`. In async code
+(a notebook cell with a running loop, a web handler, another flow) await the flows
+themselves instead: `flows.optimize.optimize_prompt`, `flows.evaluate.evaluate_prompt`,
+`flows.expand_qa.expand_qa`, `prompt_descent.runner.run_prompt`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from prompt_descent.config import (
+    Budget,
+    DatasetSpec,
+    Example,
+    MetricSpec,
+    Models,
+    ModelSettings,
+    Prompt,
+    RunConfig,
+    SplitScore,
+)
+from prompt_descent.errors import UserError
+from prompt_descent.qa import ExpandSummary
+from prompt_descent.records import RunSummary
+from prompt_descent.registry import (
+    DEFAULT_STORE,
+    RegisteredPrompt,
+    StoreLike,
+    export_prompt,
+    import_prompt,
+    list_prompts,
+    load_prompt,
+    open_store,
+    register_prompt,
+)
+
+if TYPE_CHECKING:
+    from prompt_descent.runner import Output
+
+__all__ = [
+    "RegisteredPrompt",
+    "evaluate",
+    "expand_qa",
+    "export_prompt",
+    "import_prompt",
+    "list_prompts",
+    "load_prompt",
+    "optimize",
+    "register_prompt",
+    "run_prompt",
+]
+
+
+def _prefect_defaults() -> None:
+    """The CLI's Prefect settings (project-local home, no analytics), unless already set.
+
+    Prefect reads them when it is first imported, so this runs before any flow import.
+    """
+    default_home = str(Path(".prompt_descent/prefect").resolve())
+    home = Path(os.environ.setdefault("PREFECT_HOME", default_home))
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
+def _no_running_loop(name: str) -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise RuntimeError(
+        f"prompt_descent.{name}() is synchronous and an event loop is already running; "
+        "in async code await the flow directly (see prompt_descent.api)"
+    )
+
+
+def optimize(config: RunConfig | str | Path, run_id: str | None = None) -> RunSummary:
+    """Run the optimize_prompt flow on a RunConfig or a YAML config file; returns its RunSummary.
+
+    The best prompt is registered under the config's `register_as` (default: its name).
+    """
+    _no_running_loop("optimize")
+    _prefect_defaults()
+    from flows.optimize import optimize_prompt
+    from prompt_descent.configfile import load_config
+
+    run_config = config if isinstance(config, RunConfig) else load_config(config)
+    return asyncio.run(optimize_prompt(run_config, run_id=run_id))
+
+
+def evaluate(
+    prompt: Prompt | str,
+    dataset: str | Path | DatasetSpec,
+    metric: str | MetricSpec = "exact_match",
+    model: str | ModelSettings | None = None,
+    *,
+    template: str = "{input}",
+    fields: Mapping[str, str] | None = None,
+    target: str | None = "target",
+    judge: str | ModelSettings | None = None,
+    limit: int | None = None,
+    concurrency: int = 4,
+    store: str | Path = DEFAULT_STORE,
+    run_id: str | None = None,
+) -> SplitScore:
+    """Score one prompt on a dataset (all of it, or its first `limit` examples).
+
+    `prompt` is a Prompt or a system prompt (then `template` is the user message).
+    `dataset` is a file path or a DatasetSpec (`fields` and `target` apply to a path).
+    `model` is a litellm model name or full ModelSettings (default: the task role's
+    defaults); `judge` likewise, for metric="llm_judge" (default: the same model).
+    """
+    _no_running_loop("evaluate")
+    _prefect_defaults()
+    from flows.evaluate import evaluate_prompt
+    from flows.optimize import new_run_id
+    from prompt_descent.datasets import load_examples
+
+    the_prompt = prompt if isinstance(prompt, Prompt) else Prompt(system=prompt, template=template)
+    spec = (
+        dataset
+        if isinstance(dataset, DatasetSpec)
+        else DatasetSpec(
+            path=str(dataset), fields=dict(fields or {"input": "input"}), target=target
+        )
+    )
+    metric_spec = metric if isinstance(metric, MetricSpec) else MetricSpec(name=metric)
+    task_settings = _settings(model, "task")
+    models = Models(task=task_settings, judge=_settings(judge or task_settings.model, "judge"))
+    examples = load_examples(spec)[:limit]
+    if not examples:
+        raise UserError("no examples to evaluate (limit is 0?)", field="limit")
+    return asyncio.run(
+        evaluate_prompt(
+            the_prompt,
+            examples,
+            metric_spec,
+            models,
+            concurrency,
+            str(store),
+            run_id or new_run_id(f"eval-{the_prompt.id}"),
+        )
+    )
+
+
+def _settings(model: str | ModelSettings | None, role: str) -> ModelSettings:
+    """`model` as settings with the role's default sampling (model default: read now)."""
+    if isinstance(model, ModelSettings):
+        return model
+    defaults = getattr(Models(), role)
+    return defaults.model_copy(update={"model": model}) if model else defaults
+
+
+def run_prompt(
+    name: str,
+    inputs: Sequence[str | Mapping[str, str]],
+    version: int | None = None,
+    store: StoreLike = DEFAULT_STORE,
+    concurrency: int = 4,
+) -> list[Output]:
+    """Apply a registered prompt, with its registered model and settings, to `inputs`.
+
+    Each input is a string (for a template with one placeholder) or a mapping of
+    placeholder -> value. Returns one Output (id, output, error) per input, in order;
+    the ids are the inputs' positions. Calls are cached and recorded in the store.
+    """
+    _no_running_loop("run_prompt")
+    from prompt_descent.runner import input_example
+    from prompt_descent.runner import run_prompt as run_registered
+
+    entry = load_prompt(name, version, store)
+    examples = [
+        Example(id=str(i), inputs=dict(item))
+        if isinstance(item, Mapping)
+        else input_example(entry, item).model_copy(update={"id": str(i)})
+        for i, item in enumerate(inputs)
+    ]
+    missing = [
+        (e.id, sorted(entry.prompt.placeholders() - set(e.inputs)))
+        for e in examples
+        if entry.prompt.placeholders() - set(e.inputs)
+    ]
+    if missing:
+        index, names = missing[0]
+        raise UserError(f"input {index} has no value for placeholder {{{names[0]}}}")
+    return asyncio.run(run_registered(entry, examples, open_store(store), concurrency))
+
+
+def expand_qa(
+    texts: str | Path,
+    qa_prompt_name: str = "qa-pairs",
+    rephrase_prompt_name: str = "rephrase-question",
+    store: str | Path = DEFAULT_STORE,
+    output: str | Path | None = None,
+    *,
+    text_column: str = "text",
+    id_column: str | None = None,
+    database: str | None = None,
+    concurrency: int = 4,
+    budget: Budget | None = None,
+    run_id: str | None = None,
+) -> ExpandSummary:
+    """Run the expand_qa flow: texts -> QA pairs -> reworded questions; returns ExpandSummary.
+
+    `texts` is a JSONL/CSV/Parquet file with a `text_column`, or a DuckDB query (run
+    against `database`). Rows land in the store's `expanded_qa` table and, if given,
+    in `output` (.jsonl or .parquet).
+    """
+    _no_running_loop("expand_qa")
+    _prefect_defaults()
+    from flows.expand_qa import expand_qa as expand_qa_flow
+
+    work = expand_qa_flow(
+        texts,
+        qa_prompt_name,
+        rephrase_prompt_name,
+        store,
+        output,
+        text_column=text_column,
+        id_column=id_column,
+        database=database,
+        concurrency=concurrency,
+        budget=budget,
+        run_id=run_id,
+    )
+    return asyncio.run(work)

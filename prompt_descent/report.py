@@ -1,0 +1,362 @@
+"""A run as a picture and a page: the score plot (PNG) and a self-contained HTML report.
+
+Everything comes from the run's DuckDB rows, so a report can be made for any run
+at any time (`prompt-descent report RUN`), and the optimize flow makes one at the
+end of every run for its Prefect summary artifact.
+"""
+
+from __future__ import annotations
+
+import base64
+import difflib
+import html
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+
+from prompt_descent.config import Prompt  # noqa: E402
+from prompt_descent.store import Store  # noqa: E402
+
+PLOT_NAME = "scores.png"
+REPORT_NAME = "report.html"
+
+
+def report_dir(store_path: str | Path, run_id: str) -> Path:
+    """Where a run's report goes: `reports/<run id>/` beside the store file."""
+    return Path(store_path).parent / "reports" / run_id
+
+
+@dataclass
+class RunHistory:
+    """The rows of one run that the plot and the report are made from."""
+
+    run: dict[str, Any]
+    iterations: list[dict[str, Any]]
+    prompts: dict[str, Prompt]
+    usage: dict[str, Any]
+    registered: list[dict[str, Any]]
+
+    @classmethod
+    def load(cls, store: Store, run_id: str) -> RunHistory:
+        runs = store.query("SELECT * FROM runs WHERE run_id = ?", [run_id])
+        if not runs:
+            raise KeyError(run_id)
+        iterations = store.query(
+            "SELECT * FROM iterations WHERE run_id = ? ORDER BY step, proposal", [run_id]
+        )
+        prompt_rows = store.query(
+            """SELECT prompt_id, system, template FROM prompts WHERE prompt_id IN (
+                   SELECT current_prompt FROM iterations WHERE run_id = $1
+                   UNION SELECT candidate_prompt FROM iterations WHERE run_id = $1
+                   UNION SELECT baseline_prompt FROM runs WHERE run_id = $1
+                   UNION SELECT best_prompt FROM runs WHERE run_id = $1)""",
+            [run_id],
+        )
+        (usage,) = store.query(
+            """SELECT count(*) AS calls,
+                      coalesce(sum(prompt_tokens + completion_tokens), 0) AS tokens,
+                      coalesce(sum(cost_usd), 0) AS cost_usd
+               FROM llm_calls WHERE run_id = ?""",
+            [run_id],
+        )
+        registered = store.query(
+            "SELECT name, version, champion FROM registry WHERE run_id = ? ORDER BY version",
+            [run_id],
+        )
+        prompts = {
+            row["prompt_id"]: Prompt(system=row["system"], template=row["template"])
+            for row in prompt_rows
+        }
+        return cls(runs[0], iterations, prompts, usage, registered)
+
+    @property
+    def proposals(self) -> list[dict[str, Any]]:
+        return [it for it in self.iterations if it["proposal"] > 0]
+
+    @property
+    def accepted(self) -> list[dict[str, Any]]:
+        return [it for it in self.iterations if it["accepted"]]
+
+    def steps(self) -> int:
+        last = max((it["step"] for it in self.iterations), default=0)
+        return max(self.run["steps"] or 0, last)
+
+    def val_by_step(self) -> list[tuple[int, float]]:
+        """The current prompt's val score after each step, from the baseline at step 0."""
+        baseline = self.run["baseline_val"]
+        if baseline is None:
+            return []
+        accepted = {it["step"]: it["val_after"] for it in self.accepted}
+        points, current = [(0, baseline)], baseline
+        for step in range(1, self.steps() + 1):
+            if accepted.get(step) is not None:
+                current = accepted[step]
+            points.append((step, current))
+        return points
+
+
+# --- the plot -----------------------------------------------------------------------------
+
+_ACCEPTED, _REJECTED, _CURRENT, _VAL = "#2ca02c", "#d62728", "#555555", "#1f77b4"
+
+
+def plot_png(history: RunHistory) -> bytes:
+    """Two panels over the steps: train batch before/after each proposal, and val."""
+    run = history.run
+    steps = max(history.steps(), 1)
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(9.5, 5.4), dpi=90, sharex=True, height_ratios=[3, 2]
+    )
+    for it in history.iterations:
+        step, proposal = it["step"], it["proposal"]
+        if it["batch_before"] is not None:
+            top.plot(step, it["batch_before"], "o", color=_CURRENT, ms=7, zorder=3)
+        if proposal == 0 or it["batch_after"] is None:
+            if proposal > 0 and it["batch_before"] is not None:  # rejected before scoring
+                x = step + 0.1 * proposal
+                top.plot(x, it["batch_before"], "x", color=_REJECTED, ms=7, mew=2)
+            continue
+        x = step + 0.1 * proposal
+        colour = _ACCEPTED if it["accepted"] else _REJECTED
+        top.plot([step, x], [it["batch_before"], it["batch_after"]], "-", color=colour, lw=1)
+        top.plot(x, it["batch_after"], "^" if it["accepted"] else "v", color=colour, ms=8)
+    top.set_ylabel("train batch score")
+    top.set_ylim(-0.1, 1.08)
+    top.grid(alpha=0.3)
+    top.legend(
+        handles=[
+            Line2D([], [], marker="o", ls="", color=_CURRENT, label="current prompt"),
+            Line2D([], [], marker="^", ls="", color=_ACCEPTED, label="accepted candidate"),
+            Line2D([], [], marker="v", ls="", color=_REJECTED, label="rejected candidate"),
+            Line2D([], [], marker="x", ls="", color=_REJECTED, label="rejected, not scored"),
+        ],
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        fontsize=8,
+    )
+
+    points = history.val_by_step()
+    if points:
+        xs, ys = zip(*points, strict=True)
+        bottom.step(xs, ys, where="post", color=_VAL, lw=2, label="val, current prompt")
+        for it in history.accepted:
+            bottom.plot(it["step"], it["val_after"], "*", color=_ACCEPTED, ms=14, zorder=3)
+            top.axvline(it["step"], color=_ACCEPTED, alpha=0.15, lw=6)
+        bottom.plot([], [], "*", color=_ACCEPTED, ms=10, ls="", label="accepted")
+    if run["best_test"] is not None:
+        bottom.axhline(run["best_test"], color="#ff7f0e", ls="--", lw=1, label="test, best")
+    if run["baseline_test"] is not None:
+        bottom.axhline(run["baseline_test"], color="#999999", ls=":", lw=1, label="test, baseline")
+    bottom.set_ylabel("val score")
+    bottom.set_xlabel("step")
+    bottom.set_ylim(-0.05, 1.08)
+    bottom.set_xlim(-0.3, steps + 0.6)
+    bottom.set_xticks(range(0, steps + 1), ["baseline", *map(str, range(1, steps + 1))])
+    bottom.grid(alpha=0.3)
+    bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    fig.suptitle(f"{run['name']} ({run['run_id']}): {run['status']}", fontsize=11)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def write_plot(store: Store, run_id: str, out_dir: str | Path) -> Path:
+    path = Path(out_dir) / PLOT_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(plot_png(RunHistory.load(store, run_id)))
+    return path
+
+
+# --- the HTML report -----------------------------------------------------------------------
+
+_STYLE = """
+body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:70em;padding:0 1em;color:#222}
+h1{font-size:1.5em}h2{margin-top:1.6em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em}
+th{background:#f3f3f3;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.accepted td{background:#eaf7ea}pre{background:#f6f6f6;padding:.6em;white-space:pre-wrap}
+.add{color:#1a7f37;background:#e6ffec}.del{color:#cf222e;background:#ffebe9}.meta{color:#888}
+img{max-width:100%;border:1px solid #ddd}
+"""
+
+
+def _e(value: object) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _time(value: Any) -> str:
+    return "-" if value is None else f"{value:%Y-%m-%d %H:%M:%S}"
+
+
+def _prompt_html(prompt: Prompt | None, prompt_id: str) -> str:
+    if prompt is None:
+        return f"<p class=meta>prompt {_e(prompt_id)} is not in the store</p>"
+    return (
+        f"<p><b>system</b></p><pre>{_e(prompt.system)}</pre>"
+        f"<p><b>template</b></p><pre>{_e(prompt.template)}</pre>"
+    )
+
+
+def _diff_html(before: Prompt, after: Prompt, before_id: str, after_id: str) -> str:
+    lines = difflib.unified_diff(
+        f"{before.system}\n---- template\n{before.template}".splitlines(),
+        f"{after.system}\n---- template\n{after.template}".splitlines(),
+        fromfile=before_id,
+        tofile=after_id,
+        lineterm="",
+    )
+    out = []
+    for line in lines:
+        kind = (
+            "meta"
+            if line.startswith(("---", "+++", "@@"))
+            else "add"
+            if line.startswith("+")
+            else "del"
+            if line.startswith("-")
+            else ""
+        )
+        out.append(f'<span class="{kind}">{_e(line)}</span>' if kind else _e(line))
+    return "<pre>" + "\n".join(out) + "</pre>"
+
+
+def _summary_html(history: RunHistory) -> str:
+    run, usage = history.run, history.usage
+    rows = [
+        ("val", _score(run["baseline_val"]), _score(run["best_val"])),
+        ("test", _score(run["baseline_test"]), _score(run["best_test"])),
+        ("prompt", run["baseline_prompt"], run["best_prompt"]),
+    ]
+    table = "".join(
+        f"<tr><th>{_e(a)}</th><td class=num>{_e(b)}</td><td class=num>{_e(c)}</td></tr>"
+        for a, b, c in rows
+    )
+    stopped = f"<p>Stopped because: {_e(run['stop_reason'])}</p>" if run["stop_reason"] else ""
+    registered = "".join(
+        f"<p>Registered as <b>{_e(r['name'])} v{r['version']}</b>"
+        f"{' (champion)' if r['champion'] else ''}.</p>"
+        for r in history.registered
+    )
+    config = json.loads(run["config"]) if run["config"] else {}
+    task_model = (config.get("models") or {}).get("task", {}).get("model", "")
+    return (
+        f"<table><tr><th></th><th>baseline</th><th>best</th></tr>{table}</table>"
+        f"<p>Status <b>{_e(run['status'])}</b>; steps {run['steps'] or 0}, proposals tried "
+        f"{len(history.proposals)}, accepted {len(history.accepted)}. LLM calls "
+        f"{usage['calls']}, tokens {usage['tokens']:,}, cost ${usage['cost_usd']:.4f}. "
+        f"Task model <code>{_e(task_model)}</code>. Started {_time(run['started_at'])}, "
+        f"finished {_time(run['finished_at'])}.</p>{stopped}{registered}"
+    )
+
+
+def _history_html(history: RunHistory) -> str:
+    run, prompts = history.run, history.prompts
+    baseline = run["baseline_prompt"]
+    parts = [
+        f"<h3>Baseline {_e(baseline)} (val {_score(run['baseline_val'])})</h3>",
+        _prompt_html(prompts.get(baseline), baseline),
+    ]
+    previous = baseline
+    for it in history.accepted:
+        new = it["candidate_prompt"]
+        parts.append(
+            f"<h3>Step {it['step']} proposal {it['proposal']}: accepted {_e(new)}</h3>"
+            f"<p>{_e(it['reason'])}</p>"
+        )
+        parts.append(_prompt_html(prompts.get(new), new))
+        before, after = prompts.get(previous), prompts.get(new)
+        if before is not None and after is not None:
+            parts.append(f"<p><b>diff against {_e(previous)}</b></p>")
+            parts.append(_diff_html(before, after, previous, new))
+        previous = new
+    if not history.accepted:
+        parts.append("<p>No proposal was accepted: the baseline is the best prompt.</p>")
+    return "".join(parts)
+
+
+_COLUMNS = (
+    ("step", "step"),
+    ("proposal", "proposal"),
+    ("batch before", "batch_before"),
+    ("batch after", "batch_after"),
+    ("val before", "val_before"),
+    ("val after", "val_after"),
+    ("val n", "val_examples_scored"),
+    ("accepted", "accepted"),
+    ("reason", "reason"),
+    ("candidate", "candidate_prompt"),
+    ("calls", "llm_calls"),
+    ("tokens", "tokens"),
+    ("cost usd", "cost_usd"),
+    ("s", "seconds"),
+)
+
+
+def _cell(column: str, value: object) -> str:
+    if column in {"batch_before", "batch_after", "val_before", "val_after"}:
+        return f"<td class=num>{_score(value)}</td>"  # type: ignore[arg-type]
+    if column == "accepted":
+        return f"<td>{'yes' if value else 'no'}</td>"
+    if column == "cost_usd":
+        return f"<td class=num>{value:.4f}</td>"
+    if column == "seconds":
+        return f"<td class=num>{value:.1f}</td>"
+    if isinstance(value, int):
+        return f"<td class=num>{value}</td>"
+    return f"<td>{_e(value)}</td>"
+
+
+def _iterations_html(history: RunHistory) -> str:
+    if not history.iterations:
+        return "<p>No iterations were recorded.</p>"
+    head = "".join(f"<th>{_e(title)}</th>" for title, _ in _COLUMNS)
+    body = "".join(
+        f"<tr{' class=accepted' if it['accepted'] else ''}>"
+        + "".join(_cell(column, it[column]) for _, column in _COLUMNS)
+        + "</tr>"
+        for it in history.iterations
+    )
+    return f"<table id=iterations><tr>{head}</tr>{body}</table>"
+
+
+def render_html(history: RunHistory, png: bytes) -> str:
+    run = history.run
+    image = base64.b64encode(png).decode("ascii")
+    return (
+        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
+        f"<title>{_e(run['name'])} {_e(run['run_id'])}: prompt-descent report</title>"
+        f"<style>{_STYLE}</style></head><body>"
+        f"<h1>{_e(run['name'])} <span class=meta>{_e(run['run_id'])}</span></h1>"
+        f"{_summary_html(history)}"
+        f'<h2>Scores per step</h2><img alt="scores per step" src="data:image/png;base64,{image}">'
+        f"<h2>Prompt history</h2>{_history_html(history)}"
+        f"<h2>Iterations</h2>{_iterations_html(history)}"
+        "</body></html>\n"
+    )
+
+
+def write_report(store: Store, run_id: str, out_dir: str | Path) -> Path:
+    """Write `report.html` (the plot embedded) and `scores.png` into out_dir; returns the HTML."""
+    history = RunHistory.load(store, run_id)
+    png = plot_png(history)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / PLOT_NAME).write_bytes(png)
+    path = out / REPORT_NAME
+    path.write_text(render_html(history, png), encoding="utf-8")
+    return path

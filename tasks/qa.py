@@ -1,0 +1,78 @@
+"""The expand_qa steps: QA pairs from texts, then rewordings of each question.
+
+Each step is one coarse task over all its records, fanned out with asyncio; every
+reply must parse into its shape (prompt_descent.structured, one repair at most), and
+a record that never parses comes back with its error instead of failing the batch.
+"""
+
+from __future__ import annotations
+
+from prefect import task
+
+from prompt_descent.config import Example, ModelSettings, Prompt
+from prompt_descent.qa import (
+    QA_PLACEHOLDER,
+    REPHRASE_PLACEHOLDER,
+    QAPairs,
+    Rephrasings,
+    Rewording,
+    TextPairs,
+)
+from prompt_descent.structured import complete_structured_many
+from tasks.options import STEP_OPTIONS
+
+
+async def generate_pairs(
+    prompt: Prompt, texts: list[Example], settings: ModelSettings, concurrency: int
+) -> list[TextPairs]:
+    results = await complete_structured_many(
+        "qa",
+        settings,
+        [prompt.render({QA_PLACEHOLDER: t.inputs[QA_PLACEHOLDER]}) for t in texts],
+        QAPairs,
+        concurrency,
+    )
+    return [
+        TextPairs(text_id=t.id, pairs=r.value.pairs if r.value else [], error=r.error)
+        for t, r in zip(texts, results, strict=True)
+    ]
+
+
+async def reword_questions(
+    prompt: Prompt, pending: list[Rewording], settings: ModelSettings, concurrency: int
+) -> list[Rewording]:
+    results = await complete_structured_many(
+        "rephrase",
+        settings,
+        [prompt.render({REPHRASE_PLACEHOLDER: p.question}) for p in pending],
+        Rephrasings,
+        concurrency,
+    )
+    return [
+        p.model_copy(
+            update={"rephrasings": r.value.rephrasings if r.value else [], "error": r.error}
+        )
+        for p, r in zip(pending, results, strict=True)
+    ]
+
+
+@task(name="qa_pairs", task_run_name="qa pairs {label}", **STEP_OPTIONS)
+async def qa_pairs(
+    prompt: Prompt,
+    texts: list[Example],
+    settings: ModelSettings,
+    concurrency: int,
+    label: str = "",
+) -> list[TextPairs]:
+    return await generate_pairs(prompt, texts, settings, concurrency)
+
+
+@task(name="rephrase", task_run_name="rephrase {label}", **STEP_OPTIONS)
+async def rephrase(
+    prompt: Prompt,
+    pending: list[Rewording],
+    settings: ModelSettings,
+    concurrency: int,
+    label: str = "",
+) -> list[Rewording]:
+    return await reword_questions(prompt, pending, settings, concurrency)

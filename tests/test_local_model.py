@@ -1,0 +1,158 @@
+"""The embedded local model through litellm, as the rest of the project calls it.
+
+These tests run the real llama.cpp runtime and real weights: CI installs `.[local]`.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before litellm is imported
+
+import asyncio
+import json
+import shutil
+from pathlib import Path
+
+import litellm
+import pytest
+
+from prompt_descent import local
+from prompt_descent.errors import ModelError
+
+SMALL = "local/smollm2-135m-instruct"
+NAMED = [
+    "local/qwen2.5-coder-1.5b-instruct",
+    "local/qwen2.5-coder-0.5b-instruct",
+    "local/smollm2-135m-instruct",
+]
+HELLO = [{"role": "user", "content": "Say hello."}]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def registered() -> None:
+    local.register()
+
+
+def _small_gguf() -> Path:
+    return local.resolve(SMALL)
+
+
+def _model_error(model: str, **params: object) -> ModelError:
+    with pytest.raises(ModelError) as caught:
+        litellm.completion(model=model, messages=HELLO, max_tokens=4, **params)
+    message = str(caught.value)
+    assert "\n" not in message, message
+    return caught.value
+
+
+def test_describe_models_lists_the_named_models() -> None:
+    models = local.describe_models()
+    assert [m.name for m in models] == NAMED
+    for m in models:
+        assert m.file.endswith(".gguf") and m.size_bytes > 0
+        assert m.verified <= (m.path is not None)
+
+
+def test_unknown_name_lists_the_known_models() -> None:
+    message = str(_model_error("local/llama-70b"))
+    assert "local/llama-70b" in message
+    for name in NAMED:
+        assert name in message
+
+
+def test_missing_gguf_path_is_a_model_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.gguf"
+    assert str(missing) in str(_model_error(f"local/{missing}"))
+
+
+def test_file_that_is_not_gguf_is_a_model_error(tmp_path: Path) -> None:
+    fake = tmp_path / "fake.gguf"
+    fake.write_text("not a model")
+    message = str(_model_error(f"local/{fake}"))
+    assert str(fake) in message and "GGUF" in message
+
+
+def test_truncated_gguf_fails_to_load_with_a_model_error(tmp_path: Path) -> None:
+    truncated = tmp_path / "truncated.gguf"
+    with _small_gguf().open("rb") as src:
+        truncated.write_bytes(src.read(10 * 1024 * 1024))  # header intact, tensors cut off
+    message = str(_model_error(f"local/{truncated}"))
+    assert str(truncated) in message and "could not load" in message
+
+
+def test_model_too_big_for_memory_is_refused_before_loading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copy = tmp_path / "copy.gguf"  # a path of its own: not the already-loaded model
+    shutil.copyfile(_small_gguf(), copy)
+    monkeypatch.setenv("PROMPT_DESCENT_N_CTX", str(50_000_000))  # a KV cache of ~1 TiB
+    assert "memory" in str(_model_error(f"local/{copy}"))
+
+
+def test_corrupt_cached_weights_are_refused_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROMPT_DESCENT_MODEL_DIR", str(tmp_path))
+    spec = local.MODELS["qwen2.5-coder-0.5b-instruct"]
+    corrupt = tmp_path / spec.file
+    with corrupt.open("wb") as out:
+        out.truncate(spec.size_bytes)  # right size (sparse zeros), wrong sha256
+    message = str(_model_error(f"local/{spec.name}"))
+    assert str(corrupt) in message and "sha256" in message
+    assert corrupt.exists() and not list(tmp_path.glob("*.sha256"))
+
+
+def test_real_completion_has_content_usage_and_zero_cost() -> None:
+    response = litellm.completion(model=SMALL, messages=HELLO, max_tokens=16, temperature=0)
+    assert response.choices[0].message.content.strip()
+    assert response.choices[0].finish_reason in ("stop", "length")
+    assert response.usage.prompt_tokens > 0 and response.usage.completion_tokens > 0
+    assert response.usage.total_tokens == (
+        response.usage.prompt_tokens + response.usage.completion_tokens
+    )
+    assert litellm.completion_cost(completion_response=response) == 0
+
+
+def test_same_call_gives_the_same_answer() -> None:
+    params = {"max_tokens": 12, "temperature": 0.8, "top_p": 0.9}
+    first = litellm.completion(model=SMALL, messages=HELLO, **params)
+    litellm.completion(model=SMALL, messages=[{"role": "user", "content": "Count."}], **params)
+    again = litellm.completion(model=SMALL, messages=HELLO, **params)
+    assert first.choices[0].message.content == again.choices[0].message.content
+
+
+def test_json_object_response_parses() -> None:
+    messages = [
+        {"role": "system", "content": "Reply in JSON."},
+        {"role": "user", "content": 'Return {"system": "...", "template": "..."} for a greeting.'},
+    ]
+    response = litellm.completion(
+        model=SMALL,
+        messages=messages,
+        max_tokens=128,
+        temperature=0,
+        response_format={"type": "json_object"},
+    )
+    assert response.choices[0].finish_reason == "stop"
+    assert isinstance(json.loads(response.choices[0].message.content), dict)
+
+
+def test_concurrent_async_calls_share_one_model() -> None:
+    async def both() -> list[litellm.ModelResponse]:
+        calls = [
+            litellm.acompletion(
+                model=SMALL, messages=[{"role": "user", "content": q}], max_tokens=8
+            )
+            for q in ("Name a colour.", "Name a fruit.")
+        ]
+        return await asyncio.gather(*calls)
+
+    for response in asyncio.run(both()):
+        assert response.choices[0].message.content.strip()
+
+
+def test_prompt_longer_than_the_context_is_a_context_window_error() -> None:
+    long = [{"role": "user", "content": "word " * (local.n_ctx() + 100)}]
+    with pytest.raises(litellm.ContextWindowExceededError):
+        litellm.completion(model=SMALL, messages=long, max_tokens=4)

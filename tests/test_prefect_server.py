@@ -1,0 +1,446 @@
+"""The Prefect side, for real: a `prefect server start`, its UI in Chromium, a deployment
+run by a process worker.
+
+One server (module scope, its own PREFECT_HOME) serves every test here. Models are
+the scripted demo model (prompt_descent.demo): in this process it is registered
+directly; the worker's flow-run processes get it from PROMPT_DESCENT_FAKE_SCRIPT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import duckdb
+import httpx
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
+from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+
+from flows.optimize import optimize_prompt
+from prompt_descent import llm
+from prompt_descent.config import Prompt, RunConfig
+from prompt_descent.demo import demo_script
+from prompt_descent.fake import ScriptedModel
+from prompt_descent.records import RegistryEntry, RunSummary
+from prompt_descent.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+DATA = ROOT / "data" / "contains_answer.jsonl"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+DEMO_SCRIPT = "prompt_descent.demo:demo_script"
+VAGUE = Prompt(
+    system="Read the text and the question, then respond.",
+    template="Text: {text}\nQuestion: {question}\nAnswer:",
+)
+SERVER_START_SECONDS = 150
+POOL = "prompt-descent"  # the work pool prefect.yaml names
+
+
+# --- the server ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def stop(process: subprocess.Popen, grace: float = 15.0) -> None:
+    """Stop a process started in its own session, with everything it started."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(5)
+
+
+@dataclass
+class Server:
+    url: str
+    api: str
+    home: Path
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment of a Prefect command that talks to this server."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        return env | {
+            "PREFECT_HOME": str(self.home),
+            "PREFECT_API_URL": self.api,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_LOGGING_LEVEL": "WARNING",
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            **extra,
+        }
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    home = tmp_path_factory.mktemp("prefect-server-home")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = Server(url, f"{url}/api", home).env(
+        PREFECT_SERVER_API_HOST="127.0.0.1",
+        PREFECT_SERVER_API_PORT=str(port),
+        PREFECT_UI_API_URL=f"{url}/api",  # what the UI in the browser calls
+        PREFECT_UI_ENABLED="true",
+    )
+    env.pop("PREFECT_API_URL")
+    log = (home / "server.log").open("w")
+    process = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=home,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + SERVER_START_SECONDS
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"prefect server exited: {(home / 'server.log').read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"prefect server not healthy after {SERVER_START_SECONDS} s")
+            time.sleep(0.3)
+        yield Server(url, f"{url}/api", home)
+    finally:
+        stop(process)
+        log.close()
+
+
+def call(server: Server, work: Any) -> Any:
+    """Run `work(client)` against the server."""
+
+    async def run() -> Any:
+        async with get_client() as client:
+            return await work(client)
+
+    with temporary_settings(updates={PREFECT_API_URL: server.api}):
+        return asyncio.run(run())
+
+
+# --- (a) an optimize run, watched through the API -------------------------------------------
+
+
+def demo_config(directory: Path, **overrides: Any) -> dict[str, Any]:
+    return {
+        "name": "contains-answer",
+        "model": "fake/demo",
+        "prompt": VAGUE.model_dump(),
+        "dataset": {
+            "path": str(DATA),
+            "fields": {"text": "text", "question": "question"},
+            "target": "answer",
+        },
+        "batch_size": 4,
+        "max_proposals": 2,
+        "steps": 2,
+        "splits": {"train": 8, "val": 12, "test": 12},
+        "store": str(directory / "runs.duckdb"),
+    } | overrides
+
+
+@dataclass
+class OptimizedRun:
+    summary: RunSummary
+    config: RunConfig
+    flow_run_id: UUID
+    artifacts: dict[str, Any]  # key -> artifact
+
+
+@pytest.fixture(scope="module")
+def optimized(server: Server, tmp_path_factory: pytest.TempPathFactory) -> OptimizedRun:
+    directory = tmp_path_factory.mktemp("optimize-on-server")
+    config = RunConfig(**demo_config(directory))
+    llm.register_provider("fake", ScriptedModel(demo_script))
+    # conftest keeps Prefect at WARNING; the run's INFO lines are what this server should get
+    run_loggers = [logging.getLogger(name) for name in ("prefect.flow_runs", "prefect.task_runs")]
+    levels = [logger.level for logger in run_loggers]
+    for logger in run_loggers:
+        logger.setLevel(logging.INFO)
+    try:
+        with temporary_settings(
+            updates={
+                PREFECT_API_URL: server.api,
+                PREFECT_LOCAL_STORAGE_PATH: directory / "results",
+            }
+        ):
+            summary = asyncio.run(optimize_prompt(config))
+    finally:
+        for logger, level in zip(run_loggers, levels, strict=True):
+            logger.setLevel(level)
+
+    prefix = re.sub(r"[^a-z0-9]", "-", summary.run_id.lower())
+
+    async def artifacts(client: Any) -> list[Any]:
+        found = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_=f"{prefix}-%"))
+        )
+        return found
+
+    found = call(server, artifacts)
+    by_key = {a.key.removeprefix(f"{prefix}-"): a for a in found}
+    assert "summary" in by_key, sorted(by_key)
+    return OptimizedRun(summary, config, by_key["summary"].flow_run_id, by_key)
+
+
+def test_optimize_run_is_recorded_on_the_server(server: Server, optimized: OptimizedRun) -> None:
+    summary = optimized.summary
+    assert summary.status == "completed"
+    assert summary.best_val is not None and summary.best_val > summary.baseline_val
+
+    async def read(client: Any) -> tuple[Any, list[Any], list[Any]]:
+        flow_run = await client.read_flow_run(optimized.flow_run_id)
+        task_runs = await client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[optimized.flow_run_id]))
+        )
+        logs = await client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[optimized.flow_run_id]))
+        )
+        return flow_run, task_runs, logs
+
+    flow_run, task_runs, logs = call(server, read)
+    assert flow_run.state.is_completed()
+    assert flow_run.name == "optimize contains-answer"
+    names = {t.name for t in task_runs}
+    assert {"predict baseline val", "predict step 1", "gradient step 1 proposal 1"} <= names
+    assert {"validate step 1 proposal 1", "decide step 1 proposal 1"} <= names
+    # the key numbers are in the run's log, not only in DuckDB
+    messages = "\n".join(log.message for log in logs)
+    assert re.search(r"step 1 proposal 1: accepted \(better on the batch \(0\.\d+ -> ", messages)
+    assert f"baseline {summary.baseline_prompt}: val {summary.baseline_val:.3f}, test " in messages
+    assert (
+        f"{summary.run_id} completed: val {summary.baseline_val:.3f} -> {summary.best_val:.3f}, "
+        f"test {summary.baseline_test:.3f} -> {summary.best_test:.3f}"
+    ) in messages
+
+
+def test_artifacts_hold_the_iteration_table_and_the_summary(optimized: OptimizedRun) -> None:
+    summary, artifacts = optimized.summary, optimized.artifacts
+    rows = Store(optimized.config.store).query(
+        "SELECT * FROM iterations WHERE run_id = ? AND proposal > 0 ORDER BY step, proposal",
+        [summary.run_id],
+    )
+    assert rows
+    for step in sorted({row["step"] for row in rows}):
+        table = json.loads(artifacts[f"step-{step}"].data)
+        expected = [row for row in rows if row["step"] == step]
+        assert [(r["step"], r["proposal"], r["accepted"], r["reason"]) for r in table] == [
+            (r["step"], r["proposal"], r["accepted"], r["reason"]) for r in expected
+        ]
+    text = artifacts["summary"].data
+    assert f"| val | {summary.baseline_val:.3f} | {summary.best_val:.3f} |" in text
+    assert f"| test | {summary.baseline_test:.3f} | {summary.best_test:.3f} |" in text
+    assert "![scores per step](data:image/png;base64,iVBOR" in text
+    report = Path(optimized.config.store).parent / "reports" / summary.run_id / "report.html"
+    assert f"`{report}`" in text and report.is_file()
+    assert artifacts["progress"].data == 100.0
+    assert "accepted-prompt" in artifacts
+
+
+# --- (b) the UI, in a browser ---------------------------------------------------------------
+
+
+def dom_text(url: str, profile: Path) -> subprocess.Popen:
+    """Headless Chromium printing the page's DOM once the app has rendered it."""
+    return subprocess.Popen(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=15000",
+            "--dump-dom",
+            url,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def visible_text(dom: str) -> str:
+    dom = re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", dom)).split())
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is not installed")
+def test_ui_shows_the_run_and_its_iteration_table(
+    server: Server, optimized: OptimizedRun, tmp_path: Path
+) -> None:
+    table = optimized.artifacts["step-1"]
+    pages = {
+        "run": f"{server.url}/runs/flow-run/{optimized.flow_run_id}",
+        "table": f"{server.url}/artifacts/artifact/{table.id}",
+        "summary": f"{server.url}/artifacts/artifact/{optimized.artifacts['summary'].id}",
+    }
+    browsers = {name: dom_text(url, tmp_path / name) for name, url in pages.items()}
+    doms = {}
+    try:
+        for name, browser in browsers.items():
+            doms[name], _ = browser.communicate(timeout=90)
+    finally:
+        for browser in browsers.values():
+            stop(browser)
+
+    run_page = visible_text(doms["run"])
+    assert "optimize contains-answer" in run_page
+    assert "Completed" in run_page
+    assert "Can't connect to Server API" not in run_page
+
+    table_page = visible_text(doms["table"])
+    for header in ("step", "proposal", "batch before", "batch after", "val after", "reason"):
+        assert header in table_page
+    first = json.loads(table.data)[0]
+    assert first["reason"] in table_page
+
+    summary_page = doms["summary"]
+    assert 'src="data:image/png;base64,iVBOR' in summary_page  # the plot, rendered inline
+    assert f"{optimized.summary.best_val:.3f}" in visible_text(summary_page)
+
+
+# --- (c) a deployment, run by a process worker ------------------------------------------------
+
+
+def run_command(args: list[str], env: dict[str, str], cwd: Path, timeout: float) -> str:
+    done = subprocess.run(
+        args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert done.returncode == 0, f"{' '.join(args)}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def test_nightly_deployment_runs_twice_at_once_and_records_its_decisions(
+    server: Server, tmp_path: Path
+) -> None:
+    # fresh data arrives as rows of a DuckDB table; the config reads them with a query
+    data = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(data)) as con:
+        con.execute(f"CREATE TABLE questions AS SELECT * FROM read_json_auto('{DATA}')")
+    config = demo_config(
+        tmp_path,
+        steps=1,
+        max_proposals=1,
+        splits={"train": 4, "val": 8, "test": 8},
+        dataset={
+            "query": "SELECT text, question, answer FROM questions",
+            "database": str(data),
+            "fields": {"text": "text", "question": "question"},
+            "target": "answer",
+        },
+    )
+    config_path = tmp_path / "nightly.yaml"
+    config_path.write_text(json.dumps(config))  # JSON is YAML
+    store = Store(config["store"])
+    store.register(
+        RegistryEntry(
+            name="contains-answer",
+            settings=RunConfig(**config).models.task,
+            val_score=None,
+            test_score=None,
+            champion=True,
+            run_id=None,
+        ),
+        VAGUE,
+    )
+
+    env = server.env(PROMPT_DESCENT_FAKE_SCRIPT=DEMO_SCRIPT)
+    call(server, lambda client: client.create_work_pool(WorkPoolCreate(name=POOL, type="process")))
+    deployed = run_command(
+        [str(BIN / "prefect"), "--no-prompt", "deploy", "--name", "reoptimize-nightly"],
+        env,
+        ROOT,  # where prefect.yaml is: the deployment under test is the project's own
+        120,
+    )
+    assert "reoptimize/reoptimize-nightly" in deployed
+
+    async def trigger(client: Any) -> list[UUID]:
+        deployment = await client.read_deployment_by_name("reoptimize/reoptimize-nightly")
+        assert deployment.pull_steps == [
+            {"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}
+        ]
+        assert deployment.schedules and deployment.schedules[0].schedule.cron == "0 3 * * *"
+        runs = [
+            await client.create_flow_run_from_deployment(
+                deployment.id, parameters={"config_path": str(config_path), "margin": 0.05}
+            )
+            for _ in range(2)
+        ]
+        return [run.id for run in runs]
+
+    run_ids = call(server, trigger)
+    worker = subprocess.Popen(
+        [str(BIN / "prefect"), "worker", "start", "--pool", POOL] + ["--run-once", "--limit", "2"],
+        env=env,
+        cwd=tmp_path,
+        stdout=(tmp_path / "worker.log").open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        worker.wait(timeout=150)
+    finally:
+        stop(worker)
+
+    async def states(client: Any) -> list[Any]:
+        return [await client.read_flow_run(run_id) for run_id in run_ids]
+
+    flow_runs = call(server, states)
+    log = (tmp_path / "worker.log").read_text()[-4000:]
+    assert [r.state.type.value for r in flow_runs] == ["COMPLETED", "COMPLETED"], log
+    assert all(r.name == "reoptimize nightly" for r in flow_runs)
+
+    promotions = store.query("SELECT * FROM promotions ORDER BY created_at")
+    assert len(promotions) == 2
+    for row in promotions:
+        assert row["name"] == "contains-answer" and row["champion_version"] == 1
+        assert row["champion_prompt"] == VAGUE.id
+        assert row["margin"] == 0.05 and row["reason"]
+        # the vague champion answers in sentences (test 0.0); the challenger says yes/no
+        assert row["champion_score"] == 0.0 < row["challenger_score"]
+        assert row["promoted"] is True and row["reason"].startswith("challenger beats")
+    champions = store.query("SELECT version FROM registry WHERE champion")
+    versions = {row["promoted_version"] for row in promotions}
+    assert versions == {2, 3} and champions == [{"version": 3}]
+    runs = store.query("SELECT run_id, status FROM runs ORDER BY started_at")
+    assert [r["status"] for r in runs] == ["completed", "completed"]
