@@ -12,6 +12,7 @@ from flows.artifacts import RunPublisher
 from prompt_descent import llm
 from prompt_descent.batching import minibatches, planned_steps
 from prompt_descent.config import Example, Prompt, RunConfig, SplitScore
+from prompt_descent.context import fit_to_context
 from prompt_descent.datasets import DataSplits, load_examples, split_examples
 from prompt_descent.errors import RunStopped
 from prompt_descent.recorder import RunRecorder
@@ -28,6 +29,21 @@ from tasks.validate import validate
 def new_run_id(name: str) -> str:
     slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")[:40]
     return f"{slug}-{uuid.uuid4().hex[:8]}"
+
+
+def prepare_run(config: RunConfig) -> DataSplits:
+    """Everything that can be wrong with a run's input, checked before any call or record.
+
+    The CLI calls it before starting the flow too, so a mistake is one line, not a
+    failed flow run with a traceback.
+    """
+    resolve_metric(config.metric)
+    for settings in config.models.roles():
+        llm.check_model(settings)
+    examples = fit_to_context(
+        config.prompt, load_examples(config.dataset), config.models.task, config.long_inputs
+    )
+    return split_examples(examples, config.splits, config.seed)
 
 
 @dataclass
@@ -179,8 +195,7 @@ async def optimize_prompt(
     attempt completed (in DuckDB or in its journal) is served again, not paid again.
     """
     started = time.monotonic()
-    resolve_metric(config.metric)
-    splits = split_examples(load_examples(config.dataset), config.splits, config.seed)
+    splits = prepare_run(config)
     store = Store(config.store)
     run_id = run_id or new_run_id(config.name)
     journal = store.path.parent / "journal" / f"{run_id}.jsonl"

@@ -43,13 +43,35 @@ def optimize(
     run_id: Annotated[str | None, typer.Option(help="Name the run (default: generated).")] = None,
 ) -> None:
     """Optimize the config's prompt and print baseline vs best."""
-    from flows.optimize import optimize_prompt
-    from prompt_descent.configfile import load_config
+    from flows.optimize import optimize_prompt, prepare_run
+    from prompt_descent.configfile import load_config, locate_in_config
     from prompt_descent.views import summary_table
 
     try:
         run_config = load_config(config)
+        prepare_run(run_config)
         summary = asyncio.run(optimize_prompt(run_config, run_id=run_id))
+    except UserError as error:
+        _fail(locate_in_config(error, config))
+    console.print(summary_table(summary))
+
+
+@app.command()
+def resume(
+    run: Annotated[str, typer.Argument(help="Id of an interrupted run.")],
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Finish an interrupted run; no LLM call it completed is made again."""
+    from flows.optimize import optimize_prompt
+    from prompt_descent.config import RunConfig
+    from prompt_descent.store import Store
+    from prompt_descent.views import summary_table
+
+    saved = Store(store).run_config(run)
+    if saved is None:
+        _fail(UserError(f"no run '{run}' in {store}; `prompt-descent runs` lists them"))
+    try:
+        summary = asyncio.run(optimize_prompt(RunConfig.model_validate(saved), run_id=run))
     except UserError as error:
         _fail(error)
     console.print(summary_table(summary))

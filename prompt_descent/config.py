@@ -43,10 +43,23 @@ class ModelSettings(Strict):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     max_tokens: int = Field(256, ge=1, le=32768)
-    api_base: str | None = None
+    api_base: str | None = Field(
+        None, description="Server URL; ${VAR} parts are read from the environment at call time."
+    )
     api_key_env: str | None = Field(
         None, description="Name of the environment variable holding the API key (never the key)."
     )
+
+    @field_validator("api_base")
+    @classmethod
+    def _no_credentials_in_url(cls, value: str | None) -> str | None:
+        # Config is stored, exported and shown in the Prefect UI: secrets stay in the environment.
+        if value and "${" not in value and _CREDENTIALS_IN_URL.search(value):
+            raise ValueError(
+                "api_base holds credentials; put them in an environment variable and write "
+                "api_base: ${YOUR_VAR}"
+            )
+        return value
 
     def sampling(self) -> dict[str, float | int]:
         return {
@@ -70,7 +83,11 @@ class Models(Strict):
     )
     judge: ModelSettings = Field(default_factory=lambda: ModelSettings(max_tokens=16))
 
+    def roles(self) -> list[ModelSettings]:
+        return [self.task, self.gradient, self.apply, self.judge]
 
+
+_CREDENTIALS_IN_URL = re.compile(r"://[^/@\s]+@|[?&](api[-_]?key|key|token|secret)=", re.I)
 _PLACEHOLDER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -214,6 +231,9 @@ class RunConfig(Strict):
     history_size: int = Field(4, ge=0, description="Recent (prompt, score) pairs shown to apply.")
     budget: Budget = Budget()
     retry: RetrySettings = RetrySettings()
+    long_inputs: Literal["reject", "truncate"] = Field(
+        "reject", description="An example longer than the task model's context: stop, or cut it."
+    )
     store: str = ".prompt_descent/runs.duckdb"
     register_as: str | None = Field(None, description="Registry name; defaults to the run name.")
     source: Path | None = Field(None, exclude=True, description="The YAML file it came from.")
@@ -286,6 +306,7 @@ class Example(Strict):
     id: str
     inputs: dict[str, str]
     target: str | None = None
+    source: str | None = Field(None, description="Where it was read: 'file:line' or 'file row N'.")
 
 
 class Prediction(Strict):

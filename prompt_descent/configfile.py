@@ -45,6 +45,19 @@ def load_config(path: str | Path) -> RunConfig:
     return _with_absolute_paths(config, config_path)
 
 
+def locate_in_config(error: UserError, path: str | Path) -> UserError:
+    """`error`, pointed at the line of its field in the config file when it names no file."""
+    if error.file is not None or not error.field:
+        return error
+    config_path = Path(path).expanduser().resolve()
+    root = _compose(_read_text(config_path), config_path)
+    if not isinstance(root, yaml.MappingNode):
+        return error
+    line = _line_of(root, tuple(error.field.split(".")))
+    message = str(error).removeprefix(f"field '{error.field}': ")
+    return type(error)(message, file=config_path, line=line, field=error.field)
+
+
 def _read_text(config_path: Path) -> str:
     raw = config_path.read_bytes()
     try:

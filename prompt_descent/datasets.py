@@ -72,6 +72,11 @@ class _Table:
     def describe(self, position: int) -> str:
         return f"{self.unit} {position}"
 
+    def locate(self, position: int) -> str:
+        if self.unit == "line":
+            return f"{self.file}:{position}"
+        return f"{self.file or 'dataset.query'} row {position}"
+
 
 def load_examples(spec: DatasetSpec) -> list[Example]:
     """The examples of the dataset `spec` describes, in source order, with unique ids."""
@@ -392,6 +397,7 @@ def _example(row: _Row, spec: DatasetSpec, table: _Table) -> Example:
         id=_example_id(row, spec, table) or _content_id(row, spec),
         inputs=inputs,
         target=_target(row, spec, table),
+        source=table.locate(row.position),
     )
 
 

@@ -32,7 +32,13 @@ class ScriptedModel(CustomLLM):
         self.script = script
         self.latency_s = latency_s
         self.calls: list[tuple[str, list[dict[str, str]]]] = []
+        self.api_keys: set[str] = set()  # what credentials reached the provider
         self._lock = threading.Lock()
+
+    def _note_key(self, kwargs: dict[str, Any]) -> None:
+        if kwargs.get("api_key"):
+            with self._lock:
+                self.api_keys.add(kwargs["api_key"])
 
     def _respond(self, model: str, messages: list[dict[str, str]]) -> litellm.ModelResponse:
         with self._lock:
@@ -57,11 +63,13 @@ class ScriptedModel(CustomLLM):
         )
 
     def completion(self, model: str, messages: list, *args: Any, **kwargs: Any):  # type: ignore[override]
+        self._note_key(kwargs)
         if self.latency_s:
             time.sleep(self.latency_s)
         return self._respond(model, messages)
 
     async def acompletion(self, model: str, messages: list, *args: Any, **kwargs: Any):  # type: ignore[override]
+        self._note_key(kwargs)
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         return self._respond(model, messages)
@@ -79,14 +87,16 @@ def load_script(reference: str) -> Script:
 
 
 def serve_script_from_env(register: Callable[[str, CustomLLM], None]) -> None:
-    """PROMPT_DESCENT_FAKE_SCRIPT=module:function serves that script as the `fake/...` models.
+    """PROMPT_DESCENT_FAKE_SCRIPT=module:function serves that script as the `fake/...` models
+    (each call taking PROMPT_DESCENT_FAKE_LATENCY seconds, default 0).
 
     The gateway calls this at import, so the flow runs a Prefect worker starts in their
     own processes get the scripted model too (demos and the deployment test).
     """
     reference = os.environ.get("PROMPT_DESCENT_FAKE_SCRIPT")
     if reference:
-        register("fake", ScriptedModel(load_script(reference)))
+        latency = float(os.environ.get("PROMPT_DESCENT_FAKE_LATENCY", "0"))
+        register("fake", ScriptedModel(load_script(reference), latency))
 
 
 FAULT_KINDS = (

@@ -83,6 +83,24 @@ def register_provider(name: str, handler: CustomLLM) -> None:
     custom_llm_setup()
 
 
+def check_model(settings: ModelSettings) -> None:
+    """Fail before anything is recorded when a model can never be called."""
+    provider = settings.model.split("/", 1)[0]
+    if provider == local.PROVIDER:
+        local.resolve(settings.model)
+        return
+    if any(item["provider"] == provider for item in litellm.custom_provider_map):
+        return
+    try:
+        litellm.get_llm_provider(settings.model)
+    except Exception:  # litellm's BadRequestError, with a banner of its whole provider list
+        raise ModelError(
+            f"unknown model '{settings.model}': litellm has no provider for it; write it as "
+            "provider/model, e.g. openai/gpt-4o-mini, ollama/llama3.1 or local/qwen2.5-coder-"
+            "1.5b-instruct"
+        ) from None
+
+
 def call_key(model: str, messages: Sequence[dict[str, Any]], params: dict[str, Any]) -> str:
     identity = json.dumps({"model": model, "messages": messages, "params": params}, sort_keys=True)
     return hashlib.sha256(identity.encode()).hexdigest()
@@ -209,7 +227,7 @@ class Gateway:
             model=settings.model,
             messages=messages,
             num_retries=0,
-            api_base=settings.api_base,
+            api_base=os.path.expandvars(settings.api_base) if settings.api_base else None,
             api_key=os.environ.get(settings.api_key_env) if settings.api_key_env else None,
             **params,
         )

@@ -522,7 +522,7 @@ def test_failed_example_is_scored_zero_with_its_error(
     assert others == [{"n": 1}]
 
 
-def test_unknown_model_fails_the_run_with_one_line(tmp_path: Path) -> None:
+def test_unknown_model_fails_before_anything_is_recorded(tmp_path: Path) -> None:
     config = make_config(tmp_path, model="nosuchprovider/x")
 
     with pytest.raises(UserError) as raised:
@@ -532,10 +532,8 @@ def test_unknown_model_fails_the_run_with_one_line(tmp_path: Path) -> None:
     message = str(raised.value)
     assert "nosuchprovider/x" in message
     assert "\n" not in message
-    (run_row,) = rows(config, "SELECT status, stop_reason FROM runs")
-    assert run_row["status"] == "failed"
-    assert "nosuchprovider/x" in run_row["stop_reason"]
-    assert rows(config, "SELECT * FROM registry") == []
+    assert "unknown model" in message
+    assert not Path(config.store).exists(), "nothing is recorded for a model that cannot run"
 
 
 # --- no call is paid twice ---------------------------------------------------------------

@@ -1,0 +1,296 @@
+"""Quality on BIG-Bench Hard with the embedded local model, at one LLM-call budget.
+
+For each task and seed: the baseline prompt, prompt-descent (flows.optimize), the
+Ape-style loop and the Tiny TextGrad loop each get the same call budget for
+optimizing; then the harness scores every final prompt on the test split (those
+test calls are not counted against the budget; a prompt already scored is not
+scored twice). Each finished cell is written to bench/results/quality.json at once
+and skipped when the script runs again, so an interrupted run resumes.
+
+    PROMPT_DESCENT_N_THREADS=1 python bench/quality.py [--seeds 0 1] [--table-only]
+
+Reduced size (2 shared cores): see SIZE below; the table says so.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="pd-bench-prefect-"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from pathlib import Path
+
+from _common import (
+    RESULTS,
+    Caller,
+    header,
+    machine,
+    markdown_table,
+    mean,
+    now,
+    score,
+    write_section,
+)
+from ape_loop import ape_loop
+from tiny_textgrad_loop import tiny_textgrad_loop
+
+from prompt_descent.config import DatasetSpec, Models, ModelSettings, Prompt, RunConfig, Splits
+from prompt_descent.datasets import load_examples, split_examples
+from tasks.metric import BUILT_IN
+
+BBH = Path("/work/shared/data/bbh")
+MODEL = "local/qwen2.5-coder-1.5b-instruct"
+SIZE = {"train": 12, "val": 12, "test": 30}
+BUDGET = 48  # LLM calls per optimizer run (test scoring excluded)
+TASKS = {
+    "sports_understanding": {
+        "metric": "exact_match",
+        "prompt": Prompt(
+            system="Decide whether the sentence is plausible. Answer yes or no.",
+            template="{input}",
+        ),
+        "max_tokens": 3,
+    },
+    "object_counting": {
+        "metric": "last_number",
+        "prompt": Prompt(
+            system="Count the objects the question asks about. Answer with a number only.",
+            template="{input}",
+        ),
+        "max_tokens": 4,
+    },
+}
+METHODS = ["baseline", "prompt-descent", "ape-style", "tiny-textgrad"]
+RESULT_FILE = RESULTS / "quality.json"
+
+
+def models_for(task: str) -> Models:
+    return Models(
+        task=ModelSettings(model=MODEL, max_tokens=TASKS[task]["max_tokens"]),
+        gradient=ModelSettings(model=MODEL, max_tokens=96, temperature=0.7),
+        apply=ModelSettings(model=MODEL, max_tokens=128, temperature=0.7),
+        judge=ModelSettings(model=MODEL, max_tokens=4),
+    )
+
+
+def load_results() -> dict:
+    if RESULT_FILE.exists():
+        return json.loads(RESULT_FILE.read_text())
+    return {"cells": {}, "test_scores": {}}
+
+
+def save_results(results: dict) -> None:
+    RESULT_FILE.parent.mkdir(parents=True, exist_ok=True)
+    tmp = RESULT_FILE.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=1))
+    tmp.replace(RESULT_FILE)
+
+
+def dataset(task: str) -> DatasetSpec:
+    return DatasetSpec(path=str(BBH / f"{task}.json"), format="bbh")
+
+
+async def run_prompt_descent(task: str, seed: int, workdir: Path) -> tuple[Prompt, dict, str]:
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+
+    from flows.optimize import optimize_prompt
+    from prompt_descent.store import Store
+
+    spec = TASKS[task]
+    models = models_for(task)
+    config = RunConfig(
+        name=f"quality-{task}-{seed}",
+        prompt=spec["prompt"],
+        dataset=dataset(task),
+        metric={"name": spec["metric"]},
+        models=models,
+        batch_size=4,
+        max_proposals=5,
+        epochs=1,
+        seed=seed,
+        splits={"train": SIZE["train"], "val": SIZE["val"], "test": 0},
+        concurrency=1,
+        budget={"max_llm_calls": BUDGET},
+        store=str(workdir / "runs.duckdb"),
+    )
+    with temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: workdir / "results"}):
+        summary = await optimize_prompt(config, register_best=False)
+    store = Store(config.store)
+    best = store.prompt(summary.best_prompt) or spec["prompt"]
+    roles = store.query(
+        "SELECT role, count(*) AS n FROM llm_calls WHERE run_id = ? GROUP BY role",
+        [summary.run_id],
+    )
+    calls = {r["role"]: r["n"] for r in roles}
+    detail = f"{summary.proposals} proposals, {summary.accepted} accepted"
+    if summary.stop_reason:
+        detail += f"; {summary.stop_reason}"
+    return best, calls, detail
+
+
+async def run_cell(task: str, seed: int, method: str, splits, workdir: Path):
+    spec = TASKS[task]
+    metric = BUILT_IN[spec["metric"]]
+    models = models_for(task)
+    if method == "baseline":
+        return spec["prompt"], {}, ""
+    if method == "prompt-descent":
+        return await run_prompt_descent(task, seed, workdir)
+    caller = Caller(budget=BUDGET)
+    if method == "ape-style":
+        result = await ape_loop(spec["prompt"], splits.train, metric, models, caller, seed=seed)
+    else:
+        result = await tiny_textgrad_loop(spec["prompt"], splits.train, models, caller, seed=seed)
+    accepted = sum(1 for d in result.decisions if d[2])
+    proposals = sum(1 for d in result.decisions if d[1] > 0)
+    detail = f"{proposals} proposals, {accepted} accepted"
+    if result.stop_reason:
+        detail += f"; {result.stop_reason}"
+    return result.best, dict(result.caller.calls), detail
+
+
+async def test_score(results: dict, task: str, seed: int, prompt: Prompt, test) -> float:
+    key = f"{task}|{seed}|{prompt.id}"
+    if key not in results["test_scores"]:
+        spec = TASKS[task]
+        scored = await score(
+            Caller(), "test", prompt, test, models_for(task).task, BUILT_IN[spec["metric"]], 1
+        )
+        results["test_scores"][key] = mean([s for _, _, s in scored])
+    return results["test_scores"][key]
+
+
+async def run_all(seeds: list[int]) -> None:
+    results = load_results()
+    for seed in seeds:
+        for task in TASKS:
+            splits = split_examples(load_examples(dataset(task)), Splits(**SIZE), seed)
+            for method in METHODS:
+                key = f"{task}|{seed}|{method}"
+                if key in results["cells"]:
+                    continue
+                started = time.monotonic()
+                with tempfile.TemporaryDirectory(prefix="pd-quality-") as tmp:
+                    best, calls, detail = await run_cell(task, seed, method, splits, Path(tmp))
+                seconds = time.monotonic() - started
+                accuracy = await test_score(results, task, seed, best, splits.test)
+                results["cells"][key] = {
+                    "task": task,
+                    "seed": seed,
+                    "method": method,
+                    "test": accuracy,
+                    "calls": calls,
+                    "calls_total": sum(calls.values()),
+                    "optimize_seconds": round(seconds, 1),
+                    "detail": detail,
+                    "prompt": {"system": best.system, "template": best.template},
+                    "finished": now(),
+                }
+                save_results(results)
+                print(
+                    f"{key}: test {accuracy:.3f}, calls {sum(calls.values())} {calls}, "
+                    f"{seconds:.0f} s, {detail}",
+                    flush=True,
+                )
+                write_table(results, seeds)
+
+
+def write_table(results: dict, seeds: list[int], started: str | None = None) -> str:
+    cells = results["cells"]
+    rows = []
+    for task in TASKS:
+        for method in METHODS:
+            done = [c for c in cells.values() if c["task"] == task and c["method"] == method]
+            if not done:
+                rows.append([task, method, "not run", "-", "-", "-", "-"])
+                continue
+            accs = [100 * c["test"] for c in done]
+            spread = f" ± {statistics.stdev(accs):.1f}" if len(accs) > 1 else " (1 seed)"
+            roles: dict[str, int] = {}
+            for c in done:
+                for role, n in c["calls"].items():
+                    roles[role] = roles.get(role, 0) + n
+            per_role = ", ".join(f"{r} {n / len(done):.1f}" for r, n in sorted(roles.items()))
+            rows.append(
+                [
+                    task,
+                    method,
+                    f"{statistics.mean(accs):.1f}{spread}",
+                    f"{mean([c['calls_total'] for c in done]):.1f}",
+                    per_role or "-",
+                    ", ".join(str(c["seed"]) for c in sorted(done, key=lambda c: c["seed"])),
+                    "; ".join(c["detail"] for c in done if c["detail"]) or "-",
+                ]
+            )
+    table = markdown_table(
+        [
+            "task",
+            "method",
+            "test acc % (mean ± std)",
+            "calls (mean)",
+            "calls per role (mean)",
+            "seeds done",
+            "run details",
+        ],
+        rows,
+    )
+    expected = len(TASKS) * len(METHODS) * len(seeds)
+    complete = len(cells) >= expected
+    status = (
+        "complete"
+        if complete
+        else f"PARTIAL: {len(cells)} of {expected} cells finished; missing cells say 'not run'"
+    )
+    body = (
+        header(
+            "Quality on BIG-Bench Hard, embedded model (bench/quality.py)",
+            results.get("machine", machine()),
+            started or results.get("started", now()),
+        )
+        + f"- model: `{MODEL}` for every role (llama.cpp, PROMPT_DESCENT_N_THREADS="
+        f"{os.environ.get('PROMPT_DESCENT_N_THREADS', 'all')}), task max_tokens 3-4, "
+        "gradient 96, apply 128\n"
+        f"- REDUCED SIZE: splits train {SIZE['train']} / val {SIZE['val']} / test "
+        f"{SIZE['test']} (not 50/100/100), seeds {seeds}, budget {BUDGET} LLM calls per "
+        "optimizer run (test scoring excluded, done by the harness for every method)\n"
+        f"- status: {status}\n\n"
+        + table
+        + "\n\nprompt-descent selects on val; the Ape-style loop on the whole train set; Tiny "
+        "TextGrad uses no targets and keeps its last revision. Raw cells, prompts included: "
+        "`bench/results/quality.json`.\n"
+    )
+    write_section("quality", body)
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--table-only", action="store_true", help="only rewrite the table")
+    args = parser.parse_args()
+    results = load_results()
+    results.setdefault("machine", machine())
+    results.setdefault("started", now())
+    save_results(results)
+    if not args.table_only:
+        try:
+            asyncio.run(run_all(args.seeds))
+        finally:
+            from prompt_descent import local
+
+            local.close_all()
+    print(write_table(load_results(), args.seeds))
+
+
+if __name__ == "__main__":
+    main()
