@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from prefect import flow, get_run_logger
 
 from flows.artifacts import RunPublisher
+from flows.limits import provider_rate_limits
 from prompt_descent import llm
 from prompt_descent.batching import minibatches, planned_steps
 from prompt_descent.config import Example, Prompt, RunConfig, SplitScore
@@ -201,7 +202,12 @@ async def optimize_prompt(
     journal = store.path.parent / "journal" / f"{run_id}.jsonl"
     store.save_step(run_id, prompts=[], calls=llm.load_journal(journal))
     gateway = llm.Gateway(
-        config.budget, store.cached_calls(), config.retry, journal, spent=store.run_usage(run_id)
+        config.budget,
+        store.cached_calls(),
+        config.retry,
+        journal,
+        spent=store.run_usage(run_id),
+        before_request=await provider_rate_limits(config.rpm_limits),
     )
     llm.activate(gateway)
     store.start_run(run_id, config.name, config.mode, config.model_dump(mode="json"))

@@ -231,6 +231,10 @@ class RunConfig(Strict):
     history_size: int = Field(4, ge=0, description="Recent (prompt, score) pairs shown to apply.")
     budget: Budget = Budget()
     retry: RetrySettings = RetrySettings()
+    rpm_limits: dict[str, int] = Field(
+        default_factory=dict,
+        description="Provider -> requests per minute, shared by every run on the Prefect server.",
+    )
     long_inputs: Literal["reject", "truncate"] = Field(
         "reject", description="An example longer than the task model's context: stop, or cut it."
     )

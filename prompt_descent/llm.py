@@ -25,7 +25,8 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -159,10 +160,12 @@ class Gateway:
         retry: RetrySettings | None = None,
         journal: Path | None = None,
         spent: Usage | None = None,
+        before_request: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.budget = budget or Budget()
         self.retry = retry or RetrySettings()
         self.journal = journal
+        self.before_request = before_request  # e.g. a shared rate limit, awaited per attempt
         self.usage = (spent or Usage()).model_copy()
         self._cache: dict[str, CallRecord] = dict(cache or {})
         self._unsaved: list[CallRecord] = []
@@ -223,6 +226,8 @@ class Gateway:
     async def _ask(
         self, settings: ModelSettings, messages: list[dict[str, str]], params: dict[str, Any]
     ) -> Any:
+        if self.before_request is not None:
+            await self.before_request(settings.model)
         response = await litellm.acompletion(
             model=settings.model,
             messages=messages,
@@ -341,17 +346,19 @@ def load_journal(path: Path) -> list[CallRecord]:
     return records
 
 
-_active = Gateway()
+# Per flow run: asyncio copies the context into every task, so concurrent runs in one
+# process each reach their own gateway. Steps called outside a run share `_unbound`.
+_active: ContextVar[Gateway | None] = ContextVar("gateway", default=None)
+_unbound = Gateway()
 
 
 def activate(gateway: Gateway) -> None:
-    """Make `gateway` the one the steps of this process call through."""
-    global _active
-    _active = gateway
+    """Make `gateway` the one the steps of the current run call through."""
+    _active.set(gateway)
 
 
 def gateway() -> Gateway:
-    return _active
+    return _active.get() or _unbound
 
 
 # PROMPT_DESCENT_FAKE_SCRIPT=module:function: scripted `fake/...` models in every process.

@@ -39,6 +39,8 @@ from prefect.client.schemas.filters import (
     LogFilter,
     LogFilterFlowRunId,
 )
+from prefect.events.worker import EventsWorker
+from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
 from flows.optimize import optimize_prompt
@@ -200,6 +202,9 @@ def optimized(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Optim
             }
         ):
             summary = asyncio.run(optimize_prompt(config))
+            # logs and events go out in background batches: send them all before reading
+            APILogWorker.drain_all(timeout=30)
+            EventsWorker.drain_all(timeout=30)
     finally:
         for logger, level in zip(run_loggers, levels, strict=True):
             logger.setLevel(level)
