@@ -20,10 +20,10 @@ demo: $(VENV)/.installed-local
 	$(BIN)/prompt-descent models
 	$(BIN)/prompt-descent optimize data/contains_answer.yaml
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev,local-small
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
-lint: $(VENV)/.installed-dev
+lint: $(VENV)/.installed-dev,local-small
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

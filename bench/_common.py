@@ -45,12 +45,24 @@ class Caller:
         self.calls: Counter[str] = Counter()
         self.tokens: Counter[str] = Counter()
         self.failed = 0
+        # (calls, concurrency) of every fan-out, in order: what an ideal run waits for
+        self.fanouts: list[tuple[int, int]] = []
 
     @property
     def total(self) -> int:
         return sum(self.calls.values())
 
     async def ask(
+        self,
+        role: str,
+        settings: ModelSettings,
+        messages: list[dict[str, str]],
+        json_mode: bool = False,
+    ) -> str:
+        self.fanouts.append((1, 1))
+        return await self._ask(role, settings, messages, json_mode)
+
+    async def _ask(
         self,
         role: str,
         settings: ModelSettings,
@@ -87,10 +99,11 @@ class Caller:
     ) -> list[str]:
         """All conversations, at most `concurrency` in flight, replies in input order."""
         limit = asyncio.Semaphore(concurrency)
+        self.fanouts.append((len(conversations), concurrency))
 
         async def one(messages: list[dict[str, str]]) -> str:
             async with limit:
-                return await self.ask(role, settings, messages, json_mode)
+                return await self._ask(role, settings, messages, json_mode)
 
         try:
             async with asyncio.TaskGroup() as group:

@@ -75,6 +75,7 @@ JSON_REQUESTS = [
 
 class Result(BaseModel):
     model: str
+    threads: int
     load_s: float
     prompt_tps: float
     gen_tps: float
@@ -184,6 +185,7 @@ def bench_model(model: str) -> Result:
     local.close_all()
     return Result(
         model=model,
+        threads=local.n_threads(),
         load_s=load_s,
         prompt_tps=prompt_tps,
         gen_tps=gen_tps,
@@ -199,7 +201,7 @@ def bench_model(model: str) -> Result:
 
 
 HEADERS = [
-    "model", "load s", "prompt tok/s", "gen tok/s", "calls/min, no shared prefix",
+    "model", "threads", "load s", "prompt tok/s", "gen tok/s", "calls/min, no shared prefix",
     "calls/min, shared prefix", "prompt tok evaluated / call (no / shared)",
     "yes/no correct", "usable JSON",
 ]  # fmt: skip
@@ -208,6 +210,7 @@ HEADERS = [
 def row(r: Result) -> list[str]:
     return [
         r.model,
+        str(r.threads),
         f"{r.load_s:.1f}",
         f"{r.prompt_tps:.0f}",
         f"{r.gen_tps:.1f}",
@@ -232,17 +235,21 @@ def machine() -> str:
 
 
 def markdown(results: list[Result], command: str, machine_line: str) -> str:
+    first: dict[str, Result] = {}
+    for r in results:
+        first.setdefault(r.model, r)
     lines = [
         START,
         "## Local models: speed (bench/local_speed.py)",
         "",
         f"- command: `{command}`",
-        f"- machine: {machine_line}; llama-cpp-python {_llama_version()}, "
-        f"n_ctx {local.n_ctx()}, n_threads {local.n_threads()}",
+        f"- machine: {machine_line}; llama-cpp-python {_llama_version()}, n_ctx {local.n_ctx()}",
         f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         f"- classification call: ~{results[0].prompt_tokens:.0f} prompt tokens, max_tokens 8, "
         f"{len(CASES)} calls per column; usable JSON = parses, non-empty string keys "
         '"system" and "template", template contains {input}',
+        "- llama.cpp threads wait for each other at every step: when other processes keep the "
+        "CPUs busy, fewer threads can be much faster (set PROMPT_DESCENT_N_THREADS)",
         "",
         "| " + " | ".join(HEADERS) + " |",
         "|" + "---|" * len(HEADERS),
@@ -250,7 +257,7 @@ def markdown(results: list[Result], command: str, machine_line: str) -> str:
         "",
         "First JSON reply per model:",
         "",
-        *(f"- `{r.model}`: `{r.sample_json[:300]}`" for r in results),
+        *(f"- `{r.model}`: `{r.sample_json[:300]}`" for r in first.values()),
         END,
     ]
     return "\n".join(lines) + "\n"
@@ -275,6 +282,9 @@ def write_section(section: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", help="local model names (default: all installed)")
+    parser.add_argument(
+        "--threads", nargs="*", type=int, help="llama.cpp thread counts to compare (default: all)"
+    )
     parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     args = parser.parse_args()
     local.register()
@@ -282,9 +292,11 @@ def main() -> None:
     console = Console(width=200)
     machine_line = machine()  # before our own load counts in the load average
     results = []
-    for model in models:
-        console.print(f"benchmarking {model} ...")
-        results.append(bench_model(model if model.startswith("local/") else f"local/{model}"))
+    for threads in args.threads or [local.n_threads()]:
+        os.environ["PROMPT_DESCENT_N_THREADS"] = str(threads)  # read when a model loads
+        for model in models:
+            console.print(f"benchmarking {model} with {threads} threads ...")
+            results.append(bench_model(model if model.startswith("local/") else f"local/{model}"))
     table = Table(*HEADERS, title="local model speed")
     for r in results:
         table.add_row(*row(r))
@@ -293,9 +305,11 @@ def main() -> None:
         console.print(f"{r.model} JSON: {r.sample_json[:200]}")
     machine_line += ", after " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
     if not args.no_write and results:
-        command = "python bench/local_speed.py" + (
-            " --models " + " ".join(args.models) if args.models else ""
-        )
+        command = "python bench/local_speed.py"
+        if args.models:
+            command += " --models " + " ".join(args.models)
+        if args.threads:
+            command += " --threads " + " ".join(map(str, args.threads))
         write_section(markdown(results, command, machine_line))
         console.print(f"updated {BENCHMARKS}")
 

@@ -96,8 +96,22 @@ def save_results(results: dict) -> None:
     tmp.replace(RESULT_FILE)
 
 
+_DEDUPED = Path(tempfile.mkdtemp(prefix="pd-bench-bbh-"))
+
+
 def dataset(task: str) -> DatasetSpec:
-    return DatasetSpec(path=str(BBH / f"{task}.json"), format="bbh")
+    """The BBH task without repeated inputs (prompt-descent refuses duplicates, which
+    could land in two splits), written outside the repository, read from the shared file."""
+    path = _DEDUPED / f"{task}.jsonl"
+    if not path.exists():
+        seen: set[str] = set()
+        lines = []
+        for row in json.loads((BBH / f"{task}.json").read_text())["examples"]:
+            if row["input"] not in seen:
+                seen.add(row["input"])
+                lines.append(json.dumps({"input": row["input"], "target": row["target"]}))
+        path.write_text("\n".join(lines) + "\n")
+    return DatasetSpec(path=str(path))
 
 
 async def run_prompt_descent(task: str, seed: int, workdir: Path) -> tuple[Prompt, dict, str]:

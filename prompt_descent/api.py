@@ -88,10 +88,11 @@ def optimize(config: RunConfig | str | Path, run_id: str | None = None) -> RunSu
     """
     _no_running_loop("optimize")
     _prefect_defaults()
-    from flows.optimize import optimize_prompt
+    from flows.optimize import optimize_prompt, prepare_run
     from prompt_descent.configfile import load_config
 
     run_config = config if isinstance(config, RunConfig) else load_config(config)
+    prepare_run(run_config)  # input mistakes raise UserError here, before any flow run
     return asyncio.run(optimize_prompt(run_config, run_id=run_id))
 
 
