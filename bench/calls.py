@@ -284,6 +284,12 @@ async def main_async(args: argparse.Namespace) -> str:
             config = config_for(Path(tmp), args.train, args.val, epochs, args.seed)
             pd = await run_prompt_descent(config, Path(tmp))
             ape = await run_ape(config)
+        with tempfile.TemporaryDirectory(prefix="pd-calls-") as tmp:
+            # what-if: give up on a batch after 2 proposals (max_proposals=2)
+            config = config_for(Path(tmp), args.train, args.val, epochs, args.seed)
+            capped = await run_prompt_descent(
+                config.model_copy(update={"max_proposals": 2}), Path(tmp)
+            )
         same = pd["decisions"] == ape["decisions"]
         steps = ", ".join(f"{s}:{d}" for s, d in pd["decisions"].items())
         ape_steps = ", ".join(f"{s}:{d}" for s, d in ape["decisions"].items())
@@ -310,6 +316,15 @@ async def main_async(args: argparse.Namespace) -> str:
             f"{level(pd['best_prompt'].system)}, Ape-style {level(ape['best_prompt'].system)}\n"
             f"- target (prompt-descent ≤ ½ the Ape-style calls): {target} "
             f"({total_pd} vs {total_ape}, ratio {total_pd / total_ape:.2f})\n"
+        )
+        accepts = {s: d for s, d in pd["decisions"].items() if d.startswith("accept")}
+        capped_accepts = {s: d for s, d in capped["decisions"].items() if d.startswith("accept")}
+        total_capped = sum(capped["calls"].values())
+        text += (
+            f"- what-if, prompt-descent with max_proposals 2 (a 'give up on a batch after 2 "
+            f"non-improving proposals' rule): {total_capped} calls, ratio "
+            f"{total_capped / total_ape:.2f} to the Ape-style loop; same accepted steps: "
+            f"{'yes' if accepts == capped_accepts else 'NO'}\n"
         )
         sections.append(text)
         printed.append(text)

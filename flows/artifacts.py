@@ -7,7 +7,6 @@ the Artifacts page and every version is linked to the flow run that made it.
 from __future__ import annotations
 
 import base64
-import difflib
 from uuid import UUID
 
 from prefect import get_run_logger
@@ -40,13 +39,7 @@ def prompt_markdown(prompt: Prompt) -> str:
 
 
 def diff_markdown(before: Prompt, after: Prompt) -> str:
-    lines = difflib.unified_diff(
-        f"{before.system}\n---- template\n{before.template}".splitlines(),
-        f"{after.system}\n---- template\n{after.template}".splitlines(),
-        fromfile=before.id,
-        tofile=after.id,
-        lineterm="",
-    )
+    lines = before.diff_lines(after)
     return "```diff\n" + "\n".join(lines) + "\n```"
 
 

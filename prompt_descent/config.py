@@ -7,6 +7,7 @@ naming the field, and so that Prefect can hash step inputs for its cache.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 import re
@@ -135,6 +136,18 @@ class Prompt(Strict):
 
     def placeholders(self) -> set[str]:
         return placeholders(self.template)
+
+    def diff_lines(self, after: Prompt) -> list[str]:
+        """A unified diff from this prompt to `after`, system prompt then template."""
+        return list(
+            difflib.unified_diff(
+                f"{self.system}\n---- template\n{self.template}".splitlines(),
+                f"{after.system}\n---- template\n{after.template}".splitlines(),
+                fromfile=self.id,
+                tofile=after.id,
+                lineterm="",
+            )
+        )
 
     def render(self, inputs: dict[str, str]) -> list[dict[str, str]]:
         """Chat messages for one example; the system prompt first so its prefix is cached."""

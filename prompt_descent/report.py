@@ -8,7 +8,6 @@ end of every run for its Prefect summary artifact.
 from __future__ import annotations
 
 import base64
-import difflib
 import html
 import io
 import json
@@ -212,14 +211,8 @@ def _prompt_html(prompt: Prompt | None, prompt_id: str) -> str:
     )
 
 
-def _diff_html(before: Prompt, after: Prompt, before_id: str, after_id: str) -> str:
-    lines = difflib.unified_diff(
-        f"{before.system}\n---- template\n{before.template}".splitlines(),
-        f"{after.system}\n---- template\n{after.template}".splitlines(),
-        fromfile=before_id,
-        tofile=after_id,
-        lineterm="",
-    )
+def _diff_html(before: Prompt, after: Prompt) -> str:
+    lines = before.diff_lines(after)
     out = []
     for line in lines:
         kind = (
@@ -282,7 +275,7 @@ def _history_html(history: RunHistory) -> str:
         before, after = prompts.get(previous), prompts.get(new)
         if before is not None and after is not None:
             parts.append(f"<p><b>diff against {_e(previous)}</b></p>")
-            parts.append(_diff_html(before, after, previous, new))
+            parts.append(_diff_html(before, after))
         previous = new
     if not history.accepted:
         parts.append("<p>No proposal was accepted: the baseline is the best prompt.</p>")

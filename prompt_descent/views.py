@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
 from rich.console import Group
@@ -84,13 +83,7 @@ def runs_table(store: Store) -> Table:
 
 
 def prompt_diff(before: Prompt, after: Prompt) -> Text:
-    lines = difflib.unified_diff(
-        f"{before.system}\n---- template\n{before.template}".splitlines(),
-        f"{after.system}\n---- template\n{after.template}".splitlines(),
-        fromfile=before.id,
-        tofile=after.id,
-        lineterm="",
-    )
+    lines = before.diff_lines(after)
     text = Text()
     for line in lines:
         style = "green" if line.startswith("+") else "red" if line.startswith("-") else "dim"
