@@ -1,0 +1,95 @@
+"""Every budget stops a run cleanly, keeps the best prompt, and says which budget it was."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import litellm
+import pytest
+
+from flows.optimize import optimize_prompt
+from prompt_descent import llm
+from prompt_descent.config import RunConfig
+from prompt_descent.fake import ScriptedModel
+
+PRICE_PER_TOKEN = 0.001
+
+
+def script(model: str, messages: list[dict[str, str]]) -> str:
+    if messages[0]["content"].startswith("You improve prompts"):
+        return json.dumps(
+            {"system": f"Answer yes. Attempt {len(messages)}.", "template": "{input}"}
+        )
+    if messages[0]["content"].startswith("You are an expert prompt engineer"):
+        return "Say yes."
+    return "no"
+
+
+@pytest.fixture
+def priced_fake_model() -> Iterator[ScriptedModel]:
+    """The fake model with a price in litellm's cost map, so runs have a real cost."""
+    litellm.register_model(
+        {
+            "fake/priced": {
+                "input_cost_per_token": PRICE_PER_TOKEN,
+                "output_cost_per_token": PRICE_PER_TOKEN,
+                "litellm_provider": "fake",
+                "mode": "chat",
+            }
+        }
+    )
+    model = ScriptedModel(script, latency_s=0.01)
+    llm.register_provider("fake", model)
+    yield model
+
+
+def config(tmp_path: Path, budget: dict) -> RunConfig:
+    data = tmp_path / "data.jsonl"
+    data.write_text(
+        "".join(json.dumps({"input": f"question {i}", "target": "yes"}) + "\n" for i in range(40))
+    )
+    return RunConfig(
+        name="budget",
+        model="fake/priced",
+        prompt={"system": "Answer."},
+        dataset={"path": str(data)},
+        splits={"train": 20, "val": 10, "test": 10},
+        max_proposals=5,
+        budget=budget,
+        store=str(tmp_path / "runs.duckdb"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("budget", "reason"),
+    [
+        ({"max_tokens": 400}, "max_tokens=400"),
+        ({"max_cost_usd": 0.5}, "max_cost_usd=0.5"),
+        ({"max_seconds": 1.0}, "max_seconds=1.0"),
+    ],
+)
+def test_a_budget_stops_the_run_cleanly_and_keeps_the_best_prompt(
+    tmp_path: Path, priced_fake_model: ScriptedModel, budget: dict, reason: str
+) -> None:
+    summary = asyncio.run(optimize_prompt(config(tmp_path, budget)))
+
+    assert summary.status == "stopped"
+    assert reason in summary.stop_reason
+    assert summary.registered_version == 1
+    with duckdb.connect(str(tmp_path / "runs.duckdb"), read_only=True) as con:
+        status, stop_reason = con.execute("SELECT status, stop_reason FROM runs").fetchone()
+        tokens, cost = con.execute(
+            "SELECT sum(prompt_tokens + completion_tokens), sum(cost_usd) FROM llm_calls"
+        ).fetchone()
+    assert (status, stop_reason) == ("stopped", summary.stop_reason)
+    assert cost == pytest.approx(tokens * PRICE_PER_TOKEN)
+    assert summary.usage.cost_usd == pytest.approx(cost)
+    largest_call = 60  # tokens: no single call of this script is bigger
+    if "max_tokens" in budget:
+        assert budget["max_tokens"] <= tokens < budget["max_tokens"] + largest_call * 4
+    if "max_cost_usd" in budget:
+        assert budget["max_cost_usd"] <= cost < budget["max_cost_usd"] + largest_call * 4 * 0.001
