@@ -27,6 +27,11 @@ from prompt_descent.records import Feedback
 from tasks.apply import apply_messages, check_candidate, parse_proposal
 from tasks.gradient import gradient_messages
 
+try:  # the hint of the answer set prompt-descent's gradient gets, when the core has it
+    from tasks.gradient import answer_space
+except ImportError:  # pragma: no cover - older core
+    answer_space = None
+
 
 @dataclass
 class LoopResult:
@@ -53,6 +58,7 @@ async def ape_loop(
     result = LoopResult(best=prompt, caller=caller)
     best_train: float | None = None  # the best prompt's whole-train score, once known
     total = planned_steps(len(train), batch_size, epochs, steps)
+    hint = (answer_space(train),) if answer_space is not None else ()
     try:
         for step, batch in enumerate(minibatches(train, batch_size, seed, total), start=1):
             best = result.best
@@ -66,7 +72,7 @@ async def ape_loop(
                 gradients = await caller.many(
                     "gradient",
                     models.gradient,
-                    [gradient_messages(best, [case], []) for case in failing],
+                    [gradient_messages(best, [case], [], "metric", *hint) for case in failing],
                     concurrency,
                 )
                 feedback = Feedback(

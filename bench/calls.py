@@ -208,7 +208,13 @@ async def run_prompt_descent(config: RunConfig, workdir: Path) -> dict:
         "SELECT step, proposal, accepted FROM iterations WHERE run_id = ? ORDER BY step, proposal",
         [summary.run_id],
     )
+    aborted = store.query(
+        "SELECT count(*) AS n, coalesce(avg(val_examples_scored), 0) AS avg_scored "
+        "FROM iterations WHERE run_id = ? AND reason LIKE 'cannot reach val%'",
+        [summary.run_id],
+    )[0]
     return {
+        "aborted": aborted,
         "calls": dict(counting.calls),
         "tokens": dict(counting.tokens),
         "decisions": outcome([(r["step"], r["proposal"], r["accepted"]) for r in rows]),
@@ -316,6 +322,11 @@ async def main_async(args: argparse.Namespace) -> str:
             f"{level(pd['best_prompt'].system)}, Ape-style {level(ape['best_prompt'].system)}\n"
             f"- target (prompt-descent ≤ ½ the Ape-style calls): {target} "
             f"({total_pd} vs {total_ape}, ratio {total_pd / total_ape:.2f})\n"
+        )
+        text += (
+            f"- prompt-descent's val early abort: {pd['aborted']['n']} candidates stopped after "
+            f"{pd['aborted']['avg_scored']:.1f} of {args.val} val examples on average (the "
+            f"Ape-style loop scores all {args.train} train examples for each of them)\n"
         )
         accepts = {s: d for s, d in pd["decisions"].items() if d.startswith("accept")}
         capped_accepts = {s: d for s, d in capped["decisions"].items() if d.startswith("accept")}

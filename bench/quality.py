@@ -226,7 +226,7 @@ def write_table(results: dict, seeds: list[int], started: str | None = None) -> 
         for method in METHODS:
             done = [c for c in cells.values() if c["task"] == task and c["method"] == method]
             if not done:
-                rows.append([task, method, "not run", "-", "-", "-", "-"])
+                rows.append([task, method, "not run", "-", "-", "-", "-", "-"])
                 continue
             accs = [100 * c["test"] for c in done]
             spread = f" ± {statistics.stdev(accs):.1f}" if len(accs) > 1 else " (1 seed)"
@@ -241,6 +241,7 @@ def write_table(results: dict, seeds: list[int], started: str | None = None) -> 
                     method,
                     f"{statistics.mean(accs):.1f}{spread}",
                     f"{mean([c['calls_total'] for c in done]):.1f}",
+                    f"{mean([c['optimize_seconds'] for c in done]):.0f}",
                     per_role or "-",
                     ", ".join(str(c["seed"]) for c in sorted(done, key=lambda c: c["seed"])),
                     "; ".join(c["detail"] for c in done if c["detail"]) or "-",
@@ -252,6 +253,7 @@ def write_table(results: dict, seeds: list[int], started: str | None = None) -> 
             "method",
             "test acc % (mean ± std)",
             "calls (mean)",
+            "optimize s (mean)",
             "calls per role (mean)",
             "seeds done",
             "run details",
@@ -280,7 +282,9 @@ def write_table(results: dict, seeds: list[int], started: str | None = None) -> 
         f"- status: {status}\n\n"
         + table
         + "\n\nprompt-descent selects on val; the Ape-style loop on the whole train set; Tiny "
-        "TextGrad uses no targets and keeps its last revision. Raw cells, prompts included: "
+        "TextGrad uses no targets and keeps its last revision ('accepted' = revisions that "
+        "parsed and kept {input}). Optimize seconds are wall time on the shared 2-core machine "
+        "(compare within the table only). Raw cells, prompts included: "
         "`bench/results/quality.json`.\n"
     )
     write_section("quality", body)

@@ -21,7 +21,7 @@ from prompt_descent.records import RegistryEntry, RunSummary
 from prompt_descent.store import Store
 from tasks.apply import apply
 from tasks.decide import decide
-from tasks.gradient import gradient
+from tasks.gradient import answer_space, gradient
 from tasks.metric import metric, resolve_metric
 from tasks.predict import predict
 from tasks.validate import validate
@@ -98,6 +98,7 @@ class Trainer:
                 models.gradient,
                 rejected,
                 config.mode,
+                answer_space(self.splits.train),
                 label=label,
             )
             candidate = await apply(

@@ -24,7 +24,8 @@ from tasks.options import STEP_OPTIONS
 APPLY_SYSTEM = (
     "You improve prompts for a language model. Given the current prompt, feedback on its "
     "mistakes and earlier attempts with their scores, write an improved prompt. Keep every "
-    "{placeholder} of the template exactly as it is. Reply with only a JSON object: "
+    "{placeholder} of the template exactly as it is and add no new ones: the template is filled "
+    "from the data. Reply with only a JSON object: "
     '{"system": "<the new system prompt>", "template": "<the new template>"}.'
 )
 

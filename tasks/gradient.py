@@ -19,6 +19,7 @@ from prompt_descent.records import Feedback
 from tasks.options import STEP_OPTIONS
 
 MAX_CASES_SHOWN = 8
+MAX_ANSWER_SPACE = 12
 
 GRADIENT_SYSTEM = (
     "You are an expert prompt engineer. A language model was given a prompt and got the "
@@ -51,13 +52,26 @@ def _case(number: int, example: Example, output: str, score: float) -> str:
     return f"Example {number} (score {score:.2f}):\n{inputs}\nModel output: {answer}{expected}"
 
 
+def answer_space(examples: list[Example]) -> list[str]:
+    """The targets, when they come from a small set (labels, choices): a strong hint of form."""
+    targets = sorted({e.target for e in examples if e.target is not None})
+    return targets if len(targets) <= MAX_ANSWER_SPACE else []
+
+
 def gradient_messages(
     prompt: Prompt,
     cases: list[tuple[Example, str, float]],
     rejected: list[Prompt],
     mode: str = "metric",
+    answers: list[str] = (),
 ) -> list[dict[str, str]]:
     shown = "\n\n".join(_case(n, *case) for n, case in enumerate(cases, start=1))
+    if answers:
+        shown += (
+            "\n\nEvery expected answer in this task is one of: "
+            + ", ".join(repr(a) for a in answers)
+            + "."
+        )
     tried = "".join(
         f"\n\nAlready tried for these examples and rejected:\n{describe_prompt(p)}"
         for p in rejected
@@ -84,6 +98,7 @@ async def build_gradient(
     settings: ModelSettings,
     rejected: list[Prompt],
     mode: str = "metric",
+    answers: list[str] = (),
 ) -> Feedback:
     """Metric mode shows the failing examples; feedback mode all of them, worst first."""
     by_id = {e.id: e for e in examples}
@@ -92,7 +107,7 @@ async def build_gradient(
         shown = [p for p in shown if p.score < 1.0]
     cases = [(by_id[p.example_id], p.output, p.score) for p in shown][:MAX_CASES_SHOWN]
     call = await llm.gateway().complete(
-        "gradient", settings, gradient_messages(prompt, cases, rejected, mode)
+        "gradient", settings, gradient_messages(prompt, cases, rejected, mode, answers)
     )
     return Feedback(prompt_id=prompt.id, text=(call.response or "").strip(), failures=len(cases))
 
@@ -105,6 +120,7 @@ async def gradient(
     settings: ModelSettings,
     rejected: list[Prompt],
     mode: str = "metric",
+    answers: list[str] = (),
     label: str = "",
 ) -> Feedback:
-    return await build_gradient(prompt, examples, scores, settings, rejected, mode)
+    return await build_gradient(prompt, examples, scores, settings, rejected, mode, answers)

@@ -1,0 +1,56 @@
+"""What the gradient model is shown: failing cases, and the answer space when it is small."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import duckdb
+
+from flows.optimize import optimize_prompt
+from prompt_descent.config import RunConfig
+
+HINT = "Every expected answer in this task is one of:"
+
+
+def script(model: str, messages: list[dict[str, str]]) -> str:
+    if messages[0]["content"].startswith("You improve prompts"):
+        return json.dumps({"system": "Answer with the label only.", "template": "{input}"})
+    return "a sentence, not a label"
+
+
+def gradient_prompts(tmp_path: Path, targets: list[str]) -> list[str]:
+    data = tmp_path / "data.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"input": f"item {i}", "target": t}) + "\n" for i, t in enumerate(targets)
+        )
+    )
+    config = RunConfig(
+        name="hint",
+        model="fake/m",
+        prompt={"system": "Label it."},
+        dataset={"path": str(data)},
+        splits={"train": 16, "val": 4, "test": 0},
+        steps=1,
+        max_proposals=1,
+        store=str(tmp_path / "runs.duckdb"),
+    )
+    asyncio.run(optimize_prompt(config))
+    with duckdb.connect(str(tmp_path / "runs.duckdb"), read_only=True) as con:
+        rows = con.execute("SELECT messages FROM llm_calls WHERE role = 'gradient'").fetchall()
+    return [json.loads(messages)[-1]["content"] for (messages,) in rows]
+
+
+def test_a_small_label_set_is_shown_to_the_gradient_model(tmp_path: Path, fake_model) -> None:
+    fake_model(script)
+    (prompt,) = gradient_prompts(tmp_path, ["yes", "no"] * 10)
+    assert f"{HINT} 'no', 'yes'." in prompt
+    assert "Model output: a sentence, not a label" in prompt
+
+
+def test_free_form_targets_are_not_summarised(tmp_path: Path, fake_model) -> None:
+    fake_model(script)
+    (prompt,) = gradient_prompts(tmp_path, [f"answer number {i}" for i in range(20)])
+    assert HINT not in prompt
