@@ -173,10 +173,10 @@ def command() -> str:
     return "python " + " ".join([str(Path(sys.argv[0]).resolve().relative_to(ROOT))] + sys.argv[1:])
 
 
-def header(title: str, machine_line: str, started: str) -> str:
+def header(title: str, machine_line: str, started: str, commands: str | None = None) -> str:
     return (
         f"## {title}\n\n"
-        f"- command: `{command()}`\n"
+        f"- command: {commands or f'`{command()}`'}\n"
         f"- machine: {machine_line}\n"
         f"- date: {started}, commit {git_commit()} (+ uncommitted work)\n"
     )

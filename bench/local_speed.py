@@ -283,7 +283,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", help="local model names (default: all installed)")
     parser.add_argument(
-        "--threads", nargs="*", type=int, help="llama.cpp thread counts to compare (default: all)"
+        "--threads",
+        nargs="*",
+        type=int,
+        help="llama.cpp thread counts to compare (default: the provider default)",
     )
     parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     args = parser.parse_args()

@@ -282,10 +282,13 @@ def pct(wall: float, ideal_s: float) -> str:
     return f"{100 * (wall / ideal_s - 1):+.0f}%" if ideal_s else "-"
 
 
-def rows_for(results: dict) -> list[list[object]]:
+def rows_for(results: dict, what_if: bool = False) -> list[list[object]]:
     rows = []
     for cell in sorted(results.values(), key=lambda c: (c["latency"], c["c"])):
         pd, ape = cell["pd"], cell["ape"]
+        if what_if:  # metric and decide were plain calls there, not task runs
+            plain = pd["counts"].get("task:metric", 0) + pd["counts"].get("task:decide", 0)
+            pd = {**pd, "task_runs": pd["task_runs"] - plain}
         rows.append(
             [
                 f"{1000 * cell['latency']:.0f} ms",
@@ -326,6 +329,9 @@ HEADERS = [
 
 
 async def main_async(args: argparse.Namespace) -> None:
+    if args.section_only:
+        write_section("overhead", section(now(), machine()))
+        return
     if args.what_if:
         apply_fixes()
     instrument()
@@ -376,8 +382,20 @@ def section(started: str, machine_line: str) -> str:
             f"{'met' if over <= 0.10 else 'NOT met'} ({100 * over:+.0f}%; pd wall times of the "
             f"runs, median shown: {walls} s)\n"
         )
+    commands = (
+        "`python bench/overhead.py` (the grid, one run per cell), then "
+        "`python bench/overhead.py --resume --latencies 0.2 --concurrency 8 --repeat 3` "
+        "(the target cell again, median of 3, after dropping it from "
+        "bench/results/overhead.json), then "
+        "`python bench/overhead.py --what-if --latencies 0 0.2 --concurrency 8 --repeat 3`; "
+        "`python bench/overhead.py --section-only` rewrites this section from the JSON files; "
+        "`python bench/overhead.py --profile 0.2 8` writes a pyinstrument profile to "
+        "bench/results/"
+    )
     body = (
-        header("Orchestration overhead (bench/overhead.py)", machine_line, started)
+        header(
+            "Orchestration overhead (bench/overhead.py)", machine_line, started, commands=commands
+        )
         + f"- run: train {SIZE['train']}, val {SIZE['val']}, {STEPS} steps, up to {PROPOSALS} "
         "proposals, batch 4, bench/calls.py's scripted fake sleeping `latency` per call; "
         "Prefect ephemeral server started before timing (warm-up flow)\n"
@@ -402,7 +420,7 @@ def section(started: str, machine_line: str) -> str:
             "DuckDB writes on one background writer thread (reads wait for pending writes), no "
             "end-of-run report plot in the flow, metric and decide as plain calls (not task "
             "runs). Same process layout and warm-up as above; measured in a separate run.\n\n"
-            + markdown_table(HEADERS, rows_for(what_if))
+            + markdown_table(HEADERS, rows_for(what_if, what_if=True))
             + "\n"
             + fixed_verdict
         )
@@ -417,6 +435,7 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="keep cells already measured")
     parser.add_argument("--what-if", action="store_true", help="apply the proposed core fixes")
     parser.add_argument("--repeat", type=int, default=1, help="median of this many runs")
+    parser.add_argument("--section-only", action="store_true", help="rewrite the section only")
     parser.add_argument("--no-write", action="store_true")
     asyncio.run(main_async(parser.parse_args()))
 

@@ -223,39 +223,52 @@ def write_table(results: dict, seeds: list[int], started: str | None = None) -> 
     cells = results["cells"]
     rows = []
     for task in TASKS:
+        # seeds on which every method finished: the only ones a mean may compare
+        full = [seed for seed in seeds if all(f"{task}|{seed}|{m}" in cells for m in METHODS)]
         for method in METHODS:
             done = [c for c in cells.values() if c["task"] == task and c["method"] == method]
-            if not done:
-                rows.append([task, method, "not run", "-", "-", "-", "-", "-"])
-                continue
-            accs = [100 * c["test"] for c in done]
-            spread = f" ± {statistics.stdev(accs):.1f}" if len(accs) > 1 else " (1 seed)"
+            done.sort(key=lambda c: c["seed"])
+            per_seed = [
+                f"{100 * cells[k]['test']:.1f}" if (k := f"{task}|{seed}|{method}") in cells
+                else "not run"
+                for seed in seeds
+            ]  # fmt: skip
+            accs = [100 * cells[f"{task}|{seed}|{method}"]["test"] for seed in full]
+            if len(accs) > 1:
+                summary = f"{statistics.mean(accs):.1f} ± {statistics.stdev(accs):.1f}"
+            elif accs:
+                summary = f"{accs[0]:.1f} (1 seed)"
+            else:
+                summary = "-"
             roles: dict[str, int] = {}
             for c in done:
                 for role, n in c["calls"].items():
                     roles[role] = roles.get(role, 0) + n
-            per_role = ", ".join(f"{r} {n / len(done):.1f}" for r, n in sorted(roles.items()))
+            per_role = ", ".join(
+                f"{r} {n / len(done):.1f}" for r, n in sorted(roles.items())
+            )  # fmt: skip
             rows.append(
                 [
                     task,
                     method,
-                    f"{statistics.mean(accs):.1f}{spread}",
-                    f"{mean([c['calls_total'] for c in done]):.1f}",
-                    f"{mean([c['optimize_seconds'] for c in done]):.0f}",
+                    *per_seed,
+                    summary,
+                    f"{mean([c['calls_total'] for c in done]):.1f}" if done else "-",
+                    f"{mean([c['optimize_seconds'] for c in done]):.0f}" if done else "-",
                     per_role or "-",
-                    ", ".join(str(c["seed"]) for c in sorted(done, key=lambda c: c["seed"])),
-                    "; ".join(c["detail"] for c in done if c["detail"]) or "-",
+                    "; ".join(f"seed {c['seed']}: {c['detail']}" for c in done if c["detail"])
+                    or "-",
                 ]
             )
     table = markdown_table(
         [
             "task",
             "method",
-            "test acc % (mean ± std)",
+            *[f"seed {seed} test %" for seed in seeds],
+            "mean ± std over seeds all methods finished",
             "calls (mean)",
             "optimize s (mean)",
             "calls per role (mean)",
-            "seeds done",
             "run details",
         ],
         rows,

@@ -413,10 +413,11 @@ _load_lock = threading.Lock()
 
 
 def n_threads() -> int:
-    """Threads for llama.cpp: PROMPT_DESCENT_N_THREADS, else every CPU this process may use.
+    """Threads for llama.cpp: PROMPT_DESCENT_N_THREADS, else all usable CPUs but one.
 
-    llama.cpp's threads wait for each other at every step, so when other processes keep
-    the CPUs busy, fewer threads than CPUs can be several times faster.
+    llama.cpp's threads wait for each other at every step, so when another process keeps
+    one CPU busy, a thread per CPU stalls: on 2 busy CPUs, 2 threads measured 7-25x
+    slower than 1 (BENCHMARKS.md). Leaving a CPU free costs far less on a quiet machine.
     """
     raw = os.environ.get("PROMPT_DESCENT_N_THREADS")
     if raw:
@@ -427,9 +428,10 @@ def n_threads() -> int:
                 f"PROMPT_DESCENT_N_THREADS={raw!r} is not an integer: set it to e.g. 2"
             ) from None
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    return max(1, cpus - 1)
 
 
 def _load(path: Path) -> _Loaded:
@@ -456,8 +458,7 @@ def _load(path: Path) -> _Loaded:
                 n_ctx=context,
                 n_threads=threads,
                 n_threads_batch=threads,
-                seed=0,
-                verbose=False,
+                verbose=False,  # the seed is set per call, see chat_kwargs
             )
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelError(
