@@ -285,9 +285,14 @@ def write_table(results: dict, seeds: list[int], started: str | None = None) -> 
             "Quality on BIG-Bench Hard, embedded model (bench/quality.py)",
             results.get("machine", machine()),
             started or results.get("started", now()),
+            commands=(
+                "`PROMPT_DESCENT_N_THREADS=1 python bench/quality.py` (resumable: cells already in "
+                "bench/results/quality.json are skipped; `--table-only` re-renders this section); "
+                "last cell finished " + max((c["finished"] for c in cells.values()), default="-")
+            ),
         )
         + f"- model: `{MODEL}` for every role (llama.cpp, PROMPT_DESCENT_N_THREADS="
-        f"{os.environ.get('PROMPT_DESCENT_N_THREADS', 'all')}), task max_tokens 3-4, "
+        f"{results.get('n_threads', 'all')}), task max_tokens 3-4, "
         "gradient 96, apply 128\n"
         f"- REDUCED SIZE: splits train {SIZE['train']} / val {SIZE['val']} / test "
         f"{SIZE['test']} (not 50/100/100), seeds {seeds}, budget {BUDGET} LLM calls per "
@@ -312,6 +317,7 @@ def main() -> None:
     results = load_results()
     results.setdefault("machine", machine())
     results.setdefault("started", now())
+    results.setdefault("n_threads", os.environ.get("PROMPT_DESCENT_N_THREADS", "all"))
     save_results(results)
     if not args.table_only:
         try:
