@@ -12,6 +12,14 @@ from tasks.metric import metric, resolve_metric
 from tasks.predict import predict
 
 
+def prepare_evaluation(spec: MetricSpec, models: Models) -> None:
+    """What can be wrong before any call: the metric and the models (the CLI calls it first)."""
+    resolve_metric(spec)
+    llm.check_model(models.task)
+    if spec.name == "llm_judge":
+        llm.check_model(models.judge)
+
+
 @flow(name="evaluate_prompt", flow_run_name="evaluate {prompt.id}")
 async def evaluate_prompt(
     prompt: Prompt,
@@ -23,7 +31,7 @@ async def evaluate_prompt(
     run_id: str,
     split: str = "eval",
 ) -> SplitScore:
-    resolve_metric(spec)
+    prepare_evaluation(spec, models)
     store = Store(store_path)
     gateway = llm.Gateway(cache=store.cached_calls())
     llm.activate(gateway)

@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger
 
 from flows.optimize import new_run_id
 from prompt_descent import llm
-from prompt_descent.config import Budget
+from prompt_descent.config import Budget, Example
 from prompt_descent.datasets import load_examples
 from prompt_descent.errors import RunStopped
 from prompt_descent.qa import (
@@ -32,9 +32,27 @@ from prompt_descent.qa import (
     text_source,
     write_output,
 )
-from prompt_descent.registry import DEFAULT_STORE
+from prompt_descent.registry import DEFAULT_STORE, RegisteredPrompt
 from prompt_descent.store import Store
 from tasks.qa import qa_pairs, rephrase
+
+
+def prepare_expansion(
+    texts: str | Path,
+    qa_prompt_name: str,
+    rephrase_prompt_name: str,
+    store: Store,
+    output: str | Path | None,
+    text_column: str = "text",
+    id_column: str | None = None,
+    database: str | None = None,
+) -> tuple[list[Example], RegisteredPrompt, RegisteredPrompt]:
+    """The texts and both registered prompts, or a UserError before any flow run or call."""
+    output_format(output)
+    examples = load_examples(text_source(texts, text_column, id_column, database))
+    qa = registered_prompt(qa_prompt_name, QA_PLACEHOLDER, store)
+    reword = registered_prompt(rephrase_prompt_name, REPHRASE_PLACEHOLDER, store)
+    return examples, qa, reword
 
 
 @flow(name="expand_qa", flow_run_name="expand_qa {qa_prompt_name}")
@@ -54,11 +72,17 @@ async def expand_qa(
     """`texts`: a JSONL/CSV/Parquet file with a `text_column`, or a DuckDB query
     (run against `database`, in memory if None)."""
     started = time.monotonic()
-    output_format(output)
-    examples = load_examples(text_source(texts, text_column, id_column, database))
     the_store = Store(store)
-    qa = registered_prompt(qa_prompt_name, QA_PLACEHOLDER, the_store)
-    reword = registered_prompt(rephrase_prompt_name, REPHRASE_PLACEHOLDER, the_store)
+    examples, qa, reword = prepare_expansion(
+        texts,
+        qa_prompt_name,
+        rephrase_prompt_name,
+        the_store,
+        output,
+        text_column,
+        id_column,
+        database,
+    )
     run_id = run_id or new_run_id("expand-qa")
     gateway = llm.Gateway(budget, the_store.cached_calls())
     llm.activate(gateway)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prefect import flow, get_run_logger
 
@@ -59,6 +59,7 @@ class Trainer:
     run: RunSummary
     current: Prompt
     current_val: SplitScore | None = None
+    answers: list[str] = field(default_factory=list)  # the label set, shown to the gradient
 
     async def evaluate(self, prompt: Prompt, split: str, examples: list[Example], label: str):
         config = self.config
@@ -98,7 +99,7 @@ class Trainer:
                 models.gradient,
                 rejected,
                 config.mode,
-                answer_space(self.splits.train),
+                self.answers,
                 label=label,
             )
             candidate = await apply(
@@ -226,6 +227,7 @@ async def optimize_prompt(
             best_prompt=config.prompt.id,
         ),
         current=config.prompt,
+        answers=answer_space(splits.train),
     )
     run = trainer.run
     await trainer.publisher.started()

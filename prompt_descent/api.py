@@ -9,7 +9,6 @@ themselves instead: `flows.optimize.optimize_prompt`, `flows.evaluate.evaluate_p
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +24,7 @@ from prompt_descent.config import (
     RunConfig,
     SplitScore,
 )
+from prompt_descent.environment import apply_project_defaults
 from prompt_descent.errors import UserError
 from prompt_descent.qa import ExpandSummary
 from prompt_descent.records import RunSummary
@@ -57,19 +57,6 @@ __all__ = [
 ]
 
 
-def _prefect_defaults() -> None:
-    """The CLI's Prefect settings (project-local home, no analytics), unless already set.
-
-    Prefect reads them when it is first imported, so this runs before any flow import.
-    """
-    default_home = str(Path(".prompt_descent/prefect").resolve())
-    home = Path(os.environ.setdefault("PREFECT_HOME", default_home))
-    home.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-
-
 def _no_running_loop(name: str) -> None:
     try:
         asyncio.get_running_loop()
@@ -87,7 +74,7 @@ def optimize(config: RunConfig | str | Path, run_id: str | None = None) -> RunSu
     The best prompt is registered under the config's `register_as` (default: its name).
     """
     _no_running_loop("optimize")
-    _prefect_defaults()
+    apply_project_defaults()
     from flows.optimize import optimize_prompt, prepare_run
     from prompt_descent.configfile import load_config
 
@@ -119,8 +106,8 @@ def evaluate(
     defaults); `judge` likewise, for metric="llm_judge" (default: the same model).
     """
     _no_running_loop("evaluate")
-    _prefect_defaults()
-    from flows.evaluate import evaluate_prompt
+    apply_project_defaults()
+    from flows.evaluate import evaluate_prompt, prepare_evaluation
     from flows.optimize import new_run_id
     from prompt_descent.datasets import load_examples
 
@@ -138,6 +125,7 @@ def evaluate(
     examples = load_examples(spec)[:limit]
     if not examples:
         raise UserError("no examples to evaluate (limit is 0?)", field="limit")
+    prepare_evaluation(metric_spec, models)
     return asyncio.run(
         evaluate_prompt(
             the_prompt,
@@ -215,9 +203,20 @@ def expand_qa(
     in `output` (.jsonl or .parquet).
     """
     _no_running_loop("expand_qa")
-    _prefect_defaults()
+    apply_project_defaults()
     from flows.expand_qa import expand_qa as expand_qa_flow
+    from flows.expand_qa import prepare_expansion
 
+    prepare_expansion(
+        texts,
+        qa_prompt_name,
+        rephrase_prompt_name,
+        open_store(store),
+        output,
+        text_column,
+        id_column,
+        database,
+    )
     work = expand_qa_flow(
         texts,
         qa_prompt_name,

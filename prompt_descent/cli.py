@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 from pathlib import Path
 from typing import Annotated
@@ -11,16 +10,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-# Prefect reads its settings at import: keep its home in the project, offline and quiet.
-os.environ.setdefault("PREFECT_HOME", str(Path(".prompt_descent/prefect").resolve()))
-Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-if "PREFECT_API_URL" not in os.environ:
-    # The throwaway server is stopped mid-flush at exit and logs tracebacks about it;
-    # `prefect server start` (see README) is the server to watch runs on.
-    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
+from prompt_descent.environment import apply_project_defaults
+
+apply_project_defaults()  # before Prefect or litellm is imported
 
 from prompt_descent.errors import UserError  # noqa: E402
 
@@ -119,7 +111,7 @@ def evaluate(
     """Score one prompt on a dataset."""
     from pydantic import ValidationError
 
-    from flows.evaluate import evaluate_prompt
+    from flows.evaluate import evaluate_prompt, prepare_evaluation
     from flows.optimize import new_run_id
     from prompt_descent.config import DatasetSpec, MetricSpec, Models, ModelSettings, Prompt
     from prompt_descent.datasets import load_examples
@@ -134,6 +126,7 @@ def evaluate(
             judge=ModelSettings(**({"model": model} if model else {})),
         )
         examples = load_examples(spec)[:limit]
+        prepare_evaluation(MetricSpec(name=metric), models)
         scores = asyncio.run(
             evaluate_prompt(
                 the_prompt,
@@ -325,8 +318,20 @@ def expand_qa(
 ) -> None:
     """Texts -> QA pairs -> reworded questions, with the registered prompts; rows in DuckDB."""
     from flows.expand_qa import expand_qa as expand_qa_flow
+    from flows.expand_qa import prepare_expansion
+    from prompt_descent.store import Store
 
     try:
+        prepare_expansion(
+            texts,
+            qa_prompt,
+            rephrase_prompt,
+            Store(store),
+            output,
+            text_column,
+            id_column,
+            database,
+        )
         summary = asyncio.run(
             expand_qa_flow(
                 texts,

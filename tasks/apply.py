@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from prompt_descent import llm
 from prompt_descent.config import ModelSettings, Prompt, placeholders, template_error
 from prompt_descent.records import Candidate, Feedback
+from prompt_descent.structured import extract_json
 from tasks.gradient import describe_prompt
 from tasks.options import STEP_OPTIONS
 
@@ -78,10 +79,7 @@ def apply_messages(
 
 def parse_proposal(reply: str) -> ProposedPrompt:
     """The JSON object in `reply` (fences and surrounding prose tolerated)."""
-    start, end = reply.find("{"), reply.rfind("}")
-    if start < 0 or end <= start:
-        raise ValueError("no JSON object in the reply")
-    return ProposedPrompt.model_validate(json.loads(reply[start : end + 1]))
+    return ProposedPrompt.model_validate(extract_json(reply))
 
 
 def _rejected(reason: str) -> Candidate:

@@ -8,7 +8,6 @@ json_field, llm_judge (a rubric), and any user function given as
 from __future__ import annotations
 
 import importlib
-import json
 import re
 import string
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from prefect import task
 from prompt_descent import llm
 from prompt_descent.config import Example, MetricSpec, ModelSettings, Prediction, SplitScore
 from prompt_descent.errors import UserError
+from prompt_descent.structured import extract_json
 from tasks.options import STEP_OPTIONS
 
 Metric = Callable[[str, Example], float]
@@ -70,12 +70,9 @@ def _regex(pattern: str) -> Metric:
 
 
 def _json_object(text: str) -> dict | None:
-    start, end = text.find("{"), text.rfind("}")
-    if start < 0 or end <= start:
-        return None
     try:
-        parsed = json.loads(text[start : end + 1])
-    except json.JSONDecodeError:
+        parsed = extract_json(text)
+    except ValueError:
         return None
     return parsed if isinstance(parsed, dict) else None
 
