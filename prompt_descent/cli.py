@@ -54,7 +54,7 @@ def resume(
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """Finish an interrupted run; no LLM call it completed is made again."""
-    from flows.optimize import optimize_prompt
+    from flows.optimize import optimize_prompt, prepare_run
     from prompt_descent.config import RunConfig
     from prompt_descent.store import Store
     from prompt_descent.views import summary_table
@@ -63,7 +63,9 @@ def resume(
     if saved is None:
         _fail(UserError(f"no run '{run}' in {store}; `prompt-descent runs` lists them"))
     try:
-        summary = asyncio.run(optimize_prompt(RunConfig.model_validate(saved), run_id=run))
+        config = RunConfig.model_validate(saved)
+        prepare_run(config)
+        summary = asyncio.run(optimize_prompt(config, run_id=run))
     except UserError as error:
         _fail(error)
     console.print(summary_table(summary))
