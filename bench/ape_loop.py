@@ -72,7 +72,7 @@ async def ape_loop(
                 gradients = await caller.many(
                     "gradient",
                     models.gradient,
-                    [gradient_messages(best, [case], [], "metric", *hint) for case in failing],
+                    [gradient_messages(best, [case], "metric", *hint) for case in failing],
                     concurrency,
                 )
                 feedback = Feedback(

@@ -208,10 +208,13 @@ async def run_prompt_descent(config: RunConfig, workdir: Path) -> dict:
         "SELECT step, proposal, accepted FROM iterations WHERE run_id = ? ORDER BY step, proposal",
         [summary.run_id],
     )
+    # the fewest val predictions that can show a candidate is worse: one wrong answer more
+    # than the current prompt has in all of val
     aborted = store.query(
-        "SELECT count(*) AS n, coalesce(avg(val_examples_scored), 0) AS avg_scored "
+        "SELECT count(*) AS n, coalesce(avg(val_examples_scored), 0) AS avg_scored, "
+        "coalesce(avg(round((1 - val_before) * ?) + 1), 0) AS avg_floor "
         "FROM iterations WHERE run_id = ? AND reason LIKE 'cannot reach val%'",
-        [summary.run_id],
+        [config.splits.val, summary.run_id],
     )[0]
     return {
         "aborted": aborted,
@@ -325,7 +328,9 @@ async def main_async(args: argparse.Namespace) -> str:
         )
         text += (
             f"- prompt-descent's val early abort: {pd['aborted']['n']} candidates stopped after "
-            f"{pd['aborted']['avg_scored']:.1f} of {args.val} val examples on average (the "
+            f"{pd['aborted']['avg_scored']:.1f} of {args.val} val examples on average; the "
+            f"fewest that can show a candidate is worse (one wrong answer more than the current "
+            f"prompt has in all of val) average {pd['aborted']['avg_floor']:.1f} for them (the "
             f"Ape-style loop scores all {args.train} train examples for each of them)\n"
         )
         accepts = {s: d for s, d in pd["decisions"].items() if d.startswith("accept")}

@@ -8,9 +8,10 @@ litellm, no Prefect, no DuckDB). Overhead = wall − ideal.
 
 prompt-descent's wall time is split by timing wrappers installed here (the code
 under test is not changed): Prefect task-run overhead (task call − task body),
-DuckDB writes (Store.save_step / finish_run ...), artifacts (RunPublisher), the
-rest of the flow (start and end: flow run, report plot). The Prefect ephemeral
-server is started by a warm-up flow before any timing.
+the DuckDB operations the flow waits for (Store reads, finish_run, RunRecorder.flush),
+the recorder's writes behind the run (Store.save_steps, on its worker thread),
+artifacts (RunPublisher), the rest of the flow (start and end: flow run). The
+Prefect ephemeral server is started by a warm-up flow before any timing.
 
     python bench/overhead.py [--latencies 0 0.2 1] [--concurrency 1 8 32]
     python bench/overhead.py --profile 0.2 8   # pyinstrument profile of one cell
@@ -50,7 +51,7 @@ import tasks.gradient
 import tasks.metric
 import tasks.predict
 import tasks.validate
-from prompt_descent import llm, store
+from prompt_descent import llm, recorder, store
 from prompt_descent.config import DatasetSpec, Prompt, RunConfig, Splits
 from prompt_descent.datasets import load_examples, split_examples
 from prompt_descent.fake import ScriptedModel
@@ -60,7 +61,6 @@ BASE = Prompt(system="Answer the question.", template="{input}")
 SIZE = {"train": 100, "val": 32}
 STEPS, PROPOSALS = 4, 2
 RESULT_FILE = RESULTS / "overhead.json"
-WHAT_IF_FILE = RESULTS / "overhead-what-if.json"
 
 # --- instrumentation (wrappers only; nothing under test is edited) ----------------------
 
@@ -112,6 +112,9 @@ def instrument() -> None:
     for name in ("save_step", "finish_run", "start_run", "cached_calls", "run_usage",
                  "registered_version", "__init__"):  # fmt: skip
         setattr(store.Store, name, _timed(f"duckdb:{name}", getattr(store.Store, name)))
+    # the recorder's writes run on a worker thread: timed apart, not on the flow's path
+    store.Store.save_steps = _timed("writer:save_steps", store.Store.save_steps)
+    recorder.RunRecorder.flush = _timed_async("duckdb:flush", recorder.RunRecorder.flush)
     for name in ("started", "proposal", "step_done", "accepted", "finished"):
         method = getattr(flows.artifacts.RunPublisher, name)
         setattr(flows.artifacts.RunPublisher, name, _timed_async(f"artifacts:{name}", method))
@@ -137,47 +140,6 @@ def instrument() -> None:
             fanouts.append((self.usage.calls - before, 1))
 
     llm.Gateway.complete_many, llm.Gateway.complete = complete_many, complete_one
-
-
-def apply_fixes() -> None:
-    """What-if: the core fixes proposed in the report, applied as patches in this process.
-
-    1. DuckDB writes behind: Store.save_step runs on one writer thread, in order, and
-       every other Store method first waits for the pending writes (reads see them).
-    2. No end-of-run report plot in the flow (matplotlib import + render).
-    3. metric and decide are plain calls inside the flow, not Prefect task runs.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="duckdb-writer")
-    pending: list = []
-    save_step = store.Store.save_step
-
-    def save_behind(self, *args, **kwargs):
-        pending.append(writer.submit(save_step, self, *args, **kwargs))
-
-    def after_pending(method):
-        def wrapper(self, *args, **kwargs):
-            while pending:
-                pending.pop(0).result()
-            return method(self, *args, **kwargs)
-
-        return wrapper
-
-    for name in ("query", "start_run", "finish_run", "register", "end_run"):
-        setattr(store.Store, name, after_pending(getattr(store.Store, name)))
-    store.Store.save_step = save_behind
-    flows.artifacts.plot_markdown = lambda run_id, store_path: ""
-
-    async def metric(spec, prompt_id, examples, predictions, judge, concurrency, label=""):
-        return await tasks.metric.compute_scores(
-            spec, prompt_id, examples, predictions, judge, concurrency
-        )
-
-    async def decide(validation, always_accept=False, label=""):
-        return tasks.decide.judge_validation(validation, always_accept)
-
-    flows.optimize.metric, flows.optimize.decide = metric, decide
 
 
 def ideal(recorded: list[tuple[int, int]], latency: float) -> float:
@@ -282,13 +244,10 @@ def pct(wall: float, ideal_s: float) -> str:
     return f"{100 * (wall / ideal_s - 1):+.0f}%" if ideal_s else "-"
 
 
-def rows_for(results: dict, what_if: bool = False) -> list[list[object]]:
+def rows_for(results: dict) -> list[list[object]]:
     rows = []
     for cell in sorted(results.values(), key=lambda c: (c["latency"], c["c"])):
         pd, ape = cell["pd"], cell["ape"]
-        if what_if:  # metric and decide were plain calls there, not task runs
-            plain = pd["counts"].get("task:metric", 0) + pd["counts"].get("task:decide", 0)
-            pd = {**pd, "task_runs": pd["task_runs"] - plain}
         rows.append(
             [
                 f"{1000 * cell['latency']:.0f} ms",
@@ -300,6 +259,8 @@ def rows_for(results: dict, what_if: bool = False) -> list[list[object]]:
                 f"{pd['wall'] - pd['ideal']:.1f}",
                 f"{pd['task_overhead']:.1f} ({pd['task_runs']} runs)",
                 f"{pd['duckdb']:.1f} ({pd['duckdb_writes']})",
+                f"{pd['timings'].get('writer:save_steps', 0):.1f} "
+                f"({pd['counts'].get('writer:save_steps', 0)})",
                 f"{pd['artifacts']:.1f}",
                 f"{ape['calls']} / {ape['fanouts']}",
                 f"{ape['ideal']:.1f}",
@@ -320,6 +281,7 @@ HEADERS = [
     "pd overhead s",
     "of which Prefect task runs s",
     "DuckDB s (ops)",
+    "DuckDB writes behind s (n)",
     "artifacts + report s",
     "Ape calls / fan-outs",
     "Ape ideal s",
@@ -332,12 +294,9 @@ async def main_async(args: argparse.Namespace) -> None:
     if args.section_only:
         write_section("overhead", section(now(), machine()))
         return
-    if args.what_if:
-        apply_fixes()
     instrument()
     await warm_up()  # starts the ephemeral Prefect server outside any timing
-    result_file = WHAT_IF_FILE if args.what_if else RESULT_FILE
-    results = json.loads(result_file.read_text()) if result_file.exists() and args.resume else {}
+    results = json.loads(RESULT_FILE.read_text()) if RESULT_FILE.exists() and args.resume else {}
     started, machine_line = now(), machine()
     if args.profile:
         from pyinstrument import Profiler
@@ -359,8 +318,8 @@ async def main_async(args: argparse.Namespace) -> None:
             pd = await median_of(args.repeat, run_prompt_descent, latency, concurrency)
             ape = await median_of(args.repeat, run_ape, latency, concurrency)
             results[key] = {"latency": latency, "c": concurrency, "pd": pd, "ape": ape}
-            result_file.parent.mkdir(parents=True, exist_ok=True)
-            result_file.write_text(json.dumps(results, indent=1))
+            RESULT_FILE.parent.mkdir(parents=True, exist_ok=True)
+            RESULT_FILE.write_text(json.dumps(results, indent=1))
             print(markdown_table(HEADERS, rows_for({key: results[key]})).splitlines()[-1],
                   flush=True)  # fmt: skip
     print(markdown_table(HEADERS, rows_for(results)))
@@ -370,7 +329,6 @@ async def main_async(args: argparse.Namespace) -> None:
 
 def section(started: str, machine_line: str) -> str:
     results = json.loads(RESULT_FILE.read_text()) if RESULT_FILE.exists() else {}
-    what_if = json.loads(WHAT_IF_FILE.read_text()) if WHAT_IF_FILE.exists() else {}
     table = markdown_table(HEADERS, rows_for(results))
     target = results.get("0.2|8")
     verdict = ""
@@ -386,8 +344,7 @@ def section(started: str, machine_line: str) -> str:
         "`python bench/overhead.py` (the grid, one run per cell), then "
         "`python bench/overhead.py --resume --latencies 0.2 --concurrency 8 --repeat 3` "
         "(the target cell again, median of 3, after dropping it from "
-        "bench/results/overhead.json), then "
-        "`python bench/overhead.py --what-if --latencies 0 0.2 --concurrency 8 --repeat 3`; "
+        "bench/results/overhead.json); "
         "`python bench/overhead.py --section-only` rewrites this section from the JSON files; "
         "`python bench/overhead.py --profile 0.2 8` writes a pyinstrument profile to "
         "bench/results/"
@@ -401,29 +358,11 @@ def section(started: str, machine_line: str) -> str:
         "Prefect ephemeral server started before timing (warm-up flow)\n"
         "- ideal = Σ over fan-outs of ceil(paid calls / concurrency) × latency, from the calls "
         "each run made; overhead = wall − ideal. Prefect task runs = task call − task body "
-        "(engine, cache key, result persistence, API); DuckDB = every Store call; artifacts = "
-        "RunPublisher incl. the end-of-run report plot\n" + verdict + "\n" + table + "\n"
+        "(engine, cache key, result persistence, API); DuckDB = every Store call the flow "
+        "waits for, incl. `RunRecorder.flush`; writes behind = the recorder's transactions on "
+        "its worker thread (not on the flow's path); artifacts = RunPublisher as the flow "
+        "waits for it, incl. the end-of-run report plot\n" + verdict + "\n" + table + "\n"
     )
-    if what_if:
-        fixed = what_if.get("0.2|8")
-        fixed_verdict = ""
-        if fixed:
-            over = fixed["pd"]["wall"] / fixed["pd"]["ideal"] - 1
-            fixed_verdict = (
-                f"\nWith the fixes, 200 ms / concurrency 8 is {100 * over:+.0f}% over ideal "
-                f"({'within' if over <= 0.10 else 'still above'} the 10% target; pd wall times "
-                f"of the runs, median shown: {fixed['pd'].get('walls')} s).\n"
-            )
-        body += (
-            "\n### What-if: proposed core fixes applied as bench-only patches "
-            "(`python bench/overhead.py --what-if ...`)\n\n"
-            "DuckDB writes on one background writer thread (reads wait for pending writes), no "
-            "end-of-run report plot in the flow, metric and decide as plain calls (not task "
-            "runs). Same process layout and warm-up as above; measured in a separate run.\n\n"
-            + markdown_table(HEADERS, rows_for(what_if, what_if=True))
-            + "\n"
-            + fixed_verdict
-        )
     return body
 
 
@@ -433,7 +372,6 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--profile", nargs=2, metavar=("LATENCY", "CONCURRENCY"))
     parser.add_argument("--resume", action="store_true", help="keep cells already measured")
-    parser.add_argument("--what-if", action="store_true", help="apply the proposed core fixes")
     parser.add_argument("--repeat", type=int, default=1, help="median of this many runs")
     parser.add_argument("--section-only", action="store_true", help="rewrite the section only")
     parser.add_argument("--no-write", action="store_true")

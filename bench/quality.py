@@ -7,9 +7,12 @@ test calls are not counted against the budget; a prompt already scored is not
 scored twice). Each finished cell is written to bench/results/quality.json at once
 and skipped when the script runs again, so an interrupted run resumes.
 
-    PROMPT_DESCENT_N_THREADS=1 python bench/quality.py [--seeds 0 1] [--table-only]
+    PROMPT_DESCENT_N_THREADS=1 python bench/quality.py [--seeds 0 1 2] [--train 24 --val 24
+        --test 60 --budget 64] [--table-only]
 
-Reduced size (2 shared cores): see SIZE below; the table says so.
+The splits are smaller than TextGrad's 50/100/100 (2 shared cores); the table says so.
+The sizes and budget are kept in the results file: a rerun with other ones must start
+a new file.
 """
 
 from __future__ import annotations
@@ -50,8 +53,7 @@ from tasks.metric import BUILT_IN
 
 BBH = Path("/work/shared/data/bbh")
 MODEL = "local/qwen2.5-coder-1.5b-instruct"
-SIZE = {"train": 12, "val": 12, "test": 30}
-BUDGET = 48  # LLM calls per optimizer run (test scoring excluded)
+TEXTGRAD_SIZE = {"train": 50, "val": 100, "test": 100}
 TASKS = {
     "sports_understanding": {
         "metric": "exact_match",
@@ -114,7 +116,9 @@ def dataset(task: str) -> DatasetSpec:
     return DatasetSpec(path=str(path))
 
 
-async def run_prompt_descent(task: str, seed: int, workdir: Path) -> tuple[Prompt, dict, str]:
+async def run_prompt_descent(
+    task: str, seed: int, workdir: Path, size: dict[str, int], budget: int
+) -> tuple[Prompt, dict, str]:
     from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
     from flows.optimize import optimize_prompt
@@ -132,9 +136,9 @@ async def run_prompt_descent(task: str, seed: int, workdir: Path) -> tuple[Promp
         max_proposals=5,
         epochs=1,
         seed=seed,
-        splits={"train": SIZE["train"], "val": SIZE["val"], "test": 0},
+        splits={"train": size["train"], "val": size["val"], "test": 0},
         concurrency=1,
-        budget={"max_llm_calls": BUDGET},
+        budget={"max_llm_calls": budget},
         store=str(workdir / "runs.duckdb"),
     )
     with temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: workdir / "results"}):
@@ -152,15 +156,17 @@ async def run_prompt_descent(task: str, seed: int, workdir: Path) -> tuple[Promp
     return best, calls, detail
 
 
-async def run_cell(task: str, seed: int, method: str, splits, workdir: Path):
+async def run_cell(
+    task: str, seed: int, method: str, splits, workdir: Path, size: dict[str, int], budget: int
+):
     spec = TASKS[task]
     metric = BUILT_IN[spec["metric"]]
     models = models_for(task)
     if method == "baseline":
         return spec["prompt"], {}, ""
     if method == "prompt-descent":
-        return await run_prompt_descent(task, seed, workdir)
-    caller = Caller(budget=BUDGET)
+        return await run_prompt_descent(task, seed, workdir, size, budget)
+    caller = Caller(budget=budget)
     if method == "ape-style":
         result = await ape_loop(spec["prompt"], splits.train, metric, models, caller, seed=seed)
     else:
@@ -186,16 +192,19 @@ async def test_score(results: dict, task: str, seed: int, prompt: Prompt, test) 
 
 async def run_all(seeds: list[int]) -> None:
     results = load_results()
+    size, budget = results["size"], results["budget"]
     for seed in seeds:
         for task in TASKS:
-            splits = split_examples(load_examples(dataset(task)), Splits(**SIZE), seed)
+            splits = split_examples(load_examples(dataset(task)), Splits(**size), seed)
             for method in METHODS:
                 key = f"{task}|{seed}|{method}"
                 if key in results["cells"]:
                     continue
                 started = time.monotonic()
                 with tempfile.TemporaryDirectory(prefix="pd-quality-") as tmp:
-                    best, calls, detail = await run_cell(task, seed, method, splits, Path(tmp))
+                    best, calls, detail = await run_cell(
+                        task, seed, method, splits, Path(tmp), size, budget
+                    )
                 seconds = time.monotonic() - started
                 accuracy = await test_score(results, task, seed, best, splits.test)
                 results["cells"][key] = {
@@ -220,7 +229,7 @@ async def run_all(seeds: list[int]) -> None:
 
 
 def write_table(results: dict, seeds: list[int], started: str | None = None) -> str:
-    cells = results["cells"]
+    cells, size = results["cells"], results["size"]
     rows = []
     for task in TASKS:
         # seeds on which every method finished: the only ones a mean may compare
@@ -294,8 +303,9 @@ def write_table(results: dict, seeds: list[int], started: str | None = None) -> 
         + f"- model: `{MODEL}` for every role (llama.cpp, PROMPT_DESCENT_N_THREADS="
         f"{results.get('n_threads', 'all')}), task max_tokens 3-4, "
         "gradient 96, apply 128\n"
-        f"- REDUCED SIZE: splits train {SIZE['train']} / val {SIZE['val']} / test "
-        f"{SIZE['test']} (not 50/100/100), seeds {seeds}, budget {BUDGET} LLM calls per "
+        f"- REDUCED SIZE: splits train {size['train']} / val {size['val']} / test "
+        f"{size['test']} (TextGrad used {TEXTGRAD_SIZE['train']}/{TEXTGRAD_SIZE['val']}/"
+        f"{TEXTGRAD_SIZE['test']}), seeds {seeds}, budget {results['budget']} LLM calls per "
         "optimizer run (test scoring excluded, done by the harness for every method)\n"
         f"- status: {status}\n\n"
         + table
@@ -311,10 +321,22 @@ def write_table(results: dict, seeds: list[int], started: str | None = None) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--train", type=int, default=24)
+    parser.add_argument("--val", type=int, default=24)
+    parser.add_argument("--test", type=int, default=60)
+    parser.add_argument("--budget", type=int, default=64, help="LLM calls per optimizer run")
     parser.add_argument("--table-only", action="store_true", help="only rewrite the table")
     args = parser.parse_args()
     results = load_results()
+    size = {"train": args.train, "val": args.val, "test": args.test}
+    if results.setdefault("size", size) != size or results.setdefault("budget", args.budget) != (
+        args.budget
+    ):
+        raise SystemExit(
+            f"{RESULT_FILE} holds cells for size {results['size']}, budget {results['budget']}: "
+            "move it away to run another size"
+        )
     results.setdefault("machine", machine())
     results.setdefault("started", now())
     results.setdefault("n_threads", os.environ.get("PROMPT_DESCENT_N_THREADS", "all"))

@@ -6,7 +6,11 @@ the Artifacts page and every version is linked to the flow run that made it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import threading
+from collections.abc import Coroutine
+from typing import Any
 from uuid import UUID
 
 from prefect import get_run_logger
@@ -19,6 +23,8 @@ from prefect.artifacts import (
 
 from prompt_descent.config import Prompt
 from prompt_descent.records import IterationRecord, Promotion, RunSummary
+from prompt_descent.report import PLOT_NAME, pyplot, report_dir, write_report
+from prompt_descent.store import Store
 
 
 def _key(run_id: str, what: str) -> str:
@@ -49,9 +55,6 @@ def plot_markdown(run_id: str, store_path: str) -> str:
     The report is written to `reports/<run id>/` beside the store; a run that made no
     report (the plot failed) still completes, with a warning in its log.
     """
-    from prompt_descent.report import PLOT_NAME, report_dir, write_report
-    from prompt_descent.store import Store
-
     try:
         report = write_report(Store(store_path), run_id, report_dir(store_path, run_id))
     except Exception as error:  # the run is recorded already; a missing picture is no failure
@@ -66,20 +69,42 @@ def plot_markdown(run_id: str, store_path: str) -> str:
 
 
 class RunPublisher:
-    """Publishes one optimize run's artifacts as it goes."""
+    """Publishes one optimize run's artifacts as it goes.
+
+    The run does not wait for the Prefect API: artifacts are sent behind it, in order,
+    and `finished` waits for them all (a failed one fails it). matplotlib, which the
+    summary's plot needs, is imported on a worker thread while the run waits for its
+    first calls, and the plot is drawn on one.
+    """
 
     def __init__(self, run_id: str, planned_steps: int) -> None:
         self.run_id = run_id
         self.planned_steps = max(planned_steps, 1)
         self._progress: UUID | None = None
         self._rows: list[dict[str, object]] = []
+        self._publishing: asyncio.Task[None] | None = None
+
+    def _publish(self, artifact: Coroutine[Any, Any, object]) -> None:
+        previous = self._publishing
+
+        async def after_previous() -> None:
+            if previous is not None:
+                await previous
+            await artifact
+
+        self._publishing = asyncio.create_task(after_previous())
 
     async def started(self) -> None:
-        self._progress = await acreate_progress_artifact(
-            0.0,
-            key=_key(self.run_id, "progress"),
-            description=f"steps done of {self.planned_steps} planned",
-        )
+        threading.Thread(target=pyplot, name="import-matplotlib", daemon=True).start()
+
+        async def progress() -> None:
+            self._progress = await acreate_progress_artifact(
+                0.0,
+                key=_key(self.run_id, "progress"),
+                description=f"steps done of {self.planned_steps} planned",
+            )
+
+        self._publish(progress())
 
     async def proposal(self, row: IterationRecord) -> None:
         self._rows.append(
@@ -98,26 +123,35 @@ class RunPublisher:
         )
 
     async def step_done(self, step: int) -> None:
-        if self._rows:
-            await acreate_table_artifact(
-                self._rows,
-                key=_key(self.run_id, f"step-{step}"),
-                description=f"{self.run_id}: proposals of step {step}",
-            )
-        self._rows = []
-        if self._progress is not None:
-            await aupdate_progress_artifact(self._progress, 100.0 * step / self.planned_steps)
+        rows, self._rows = self._rows, []
+
+        async def step_table() -> None:
+            if rows:
+                await acreate_table_artifact(
+                    rows,
+                    key=_key(self.run_id, f"step-{step}"),
+                    description=f"{self.run_id}: proposals of step {step}",
+                )
+            if self._progress is not None:
+                await aupdate_progress_artifact(self._progress, 100.0 * step / self.planned_steps)
+
+        self._publish(step_table())
 
     async def accepted(self, step: int, before: Prompt, after: Prompt, reason: str) -> None:
-        await acreate_markdown_artifact(
-            f"# Accepted at step {step}\n\n{reason}\n\n## Prompt {after.id}\n\n"
-            f"{prompt_markdown(after)}\n\n## Diff against {before.id}\n\n"
-            f"{diff_markdown(before, after)}",
-            key=_key(self.run_id, "accepted-prompt"),
-            description=f"{self.run_id}: prompt accepted at step {step}",
+        self._publish(
+            acreate_markdown_artifact(
+                f"# Accepted at step {step}\n\n{reason}\n\n## Prompt {after.id}\n\n"
+                f"{prompt_markdown(after)}\n\n## Diff against {before.id}\n\n"
+                f"{diff_markdown(before, after)}",
+                key=_key(self.run_id, "accepted-prompt"),
+                description=f"{self.run_id}: prompt accepted at step {step}",
+            )
         )
 
     async def finished(self, run: RunSummary, best: Prompt, store_path: str) -> None:
+        plotting = asyncio.create_task(asyncio.to_thread(plot_markdown, run.run_id, store_path))
+        if self._publishing is not None:
+            await self._publishing
         if self._progress is not None:
             await aupdate_progress_artifact(self._progress, 100.0)
         get_run_logger().info(
@@ -138,6 +172,7 @@ class RunPublisher:
             run.seconds,
         )
         stopped = f"\n\nStopped because: {run.stop_reason}" if run.stop_reason else ""
+        plot = await plotting
         await acreate_markdown_artifact(
             f"# {run.name}: {run.status}{stopped}\n\n"
             "| | baseline | best |\n|---|---|---|\n"
@@ -149,7 +184,7 @@ class RunPublisher:
             f"cost ${run.usage.cost_usd:.4f}, {run.seconds:.1f} s.\n\n"
             f"DuckDB run id `{run.run_id}` in `{store_path}`: "
             f"`prompt-descent show {run.run_id} --store {store_path}`\n\n"
-            f"{plot_markdown(run.run_id, store_path)}"
+            f"{plot}"
             f"## Best prompt\n\n{prompt_markdown(best)}",
             key=_key(self.run_id, "summary"),
             description=f"{self.run_id}: baseline vs best",

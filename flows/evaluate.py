@@ -41,6 +41,8 @@ async def evaluate_prompt(
     scores = await metric(
         spec, prompt.id, examples, outputs, models.judge, concurrency, label=label
     )
-    RunRecorder(store, gateway, run_id).evaluation(prompt, split, scores, label)
+    recorder = RunRecorder(store, gateway, run_id)
+    recorder.evaluation(prompt, split, scores, label)
+    await recorder.flush()
     store.finish_evaluation(run_id, scores.score)
     return scores

@@ -7,8 +7,10 @@ import uuid
 from dataclasses import dataclass, field
 
 from prefect import flow, get_run_logger
+from prefect.utilities.annotations import quote
 
 from flows.artifacts import RunPublisher
+from flows.fanout import check_task_runner, open_fan_out
 from flows.limits import provider_rate_limits
 from prompt_descent import llm
 from prompt_descent.batching import minibatches, planned_steps
@@ -39,6 +41,7 @@ def prepare_run(config: RunConfig) -> DataSplits:
     failed flow run with a traceback.
     """
     resolve_metric(config.metric)
+    check_task_runner(config.task_runner)
     for settings in config.models.roles():
         llm.check_model(settings)
     examples = fit_to_context(
@@ -61,16 +64,18 @@ class Trainer:
     current_val: SplitScore | None = None
     answers: list[str] = field(default_factory=list)  # the label set, shown to the gradient
 
+    # Large inputs are passed in quote(): Prefect would otherwise walk every example and
+    # prediction looking for futures (tens of ms per task run); they still key the cache.
     async def evaluate(self, prompt: Prompt, split: str, examples: list[Example], label: str):
         config = self.config
         outputs = await predict(
-            prompt, examples, config.models.task, config.concurrency, label=label
+            prompt, quote(examples), config.models.task, config.concurrency, label=label
         )
         scores = await metric(
             config.metric,
             prompt.id,
-            examples,
-            outputs,
+            quote(examples),
+            quote(outputs),
             config.models.judge,
             config.concurrency,
             label=label,
@@ -87,21 +92,20 @@ class Trainer:
         if batch_scores.score >= 1.0:
             self.recorder.skipped(step, batch, self.current, batch_scores.score)
             return
-        rejected: list[Prompt] = []
+        # the one gradient of the batch is paid for by its first proposal
+        started, usage_before = time.monotonic(), self.gateway.usage.model_copy()
+        feedback = await gradient(
+            self.current,
+            batch,
+            batch_scores,
+            models.gradient,
+            config.mode,
+            self.answers,
+            label=f"step {step}",
+        )
         reasons: list[str] = []
         for proposal in range(1, config.max_proposals + 1):
             label = f"step {step} proposal {proposal}"
-            started, usage_before = time.monotonic(), self.gateway.usage.model_copy()
-            feedback = await gradient(
-                self.current,
-                batch,
-                batch_scores,
-                models.gradient,
-                rejected,
-                config.mode,
-                self.answers,
-                label=label,
-            )
             candidate = await apply(
                 self.current,
                 feedback,
@@ -115,8 +119,8 @@ class Trainer:
                 candidate,
                 batch,
                 batch_scores,
-                self.splits.val,
-                self.current_val,
+                quote(self.splits.val),
+                quote(self.current_val),
                 config.metric,
                 models.task,
                 models.judge,
@@ -146,6 +150,7 @@ class Trainer:
                 decision.reason,
             )
             reasons.append(decision.reason)
+            started, usage_before = time.monotonic(), self.gateway.usage.model_copy()
             if candidate.prompt is None:
                 continue
             tried = validation.val_after
@@ -158,7 +163,6 @@ class Trainer:
                 self.run.best_prompt, self.run.best_val = self.current.id, validation.val.score
                 self.run.accepted += 1
                 return
-            rejected.append(candidate.prompt)
 
     async def train(self) -> None:
         config, splits, run = self.config, self.splits, self.run
@@ -202,17 +206,19 @@ async def optimize_prompt(
     store = Store(config.store)
     run_id = run_id or new_run_id(config.name)
     journal = store.path.parent / "journal" / f"{run_id}.jsonl"
-    store.save_step(run_id, prompts=[], calls=llm.load_journal(journal))
+    with store.session():
+        store.save_step(run_id, prompts=[], calls=llm.load_journal(journal))
+        store.start_run(run_id, config.name, config.mode, config.model_dump(mode="json"))
+        cache, spent = store.cached_calls(), store.run_usage(run_id)
     gateway = llm.Gateway(
         config.budget,
-        store.cached_calls(),
+        cache,
         config.retry,
         journal,
-        spent=store.run_usage(run_id),
+        spent=spent,
         before_request=await provider_rate_limits(config.rpm_limits),
     )
     llm.activate(gateway)
-    store.start_run(run_id, config.name, config.mode, config.model_dump(mode="json"))
     steps = planned_steps(len(splits.train), config.batch_size, config.epochs, config.steps)
     trainer = Trainer(
         config=config,
@@ -231,6 +237,7 @@ async def optimize_prompt(
     )
     run = trainer.run
     await trainer.publisher.started()
+    gateway.remote = open_fan_out(config)
     try:
         await trainer.train()
         run.status = "completed"
@@ -241,27 +248,31 @@ async def optimize_prompt(
         run.status, run.stop_reason = "failed", f"{type(failure).__name__}: {failure}"
         raise
     finally:
-        trainer.recorder.flush_calls()
-        journal.unlink(missing_ok=True)
-        run.usage, run.seconds = store.run_usage(run_id), time.monotonic() - started
-        run.registered_version = store.registered_version(run_id)
-        if (
-            register_best
-            and run.registered_version is None
-            and run.status != "failed"
-            and run.best_val is not None
-        ):
-            run.registered_version = store.register(
-                RegistryEntry(
-                    name=config.registry_name,
-                    settings=config.models.task,
-                    val_score=run.best_val,
-                    test_score=run.best_test,
-                    champion=True,
-                    run_id=run_id,
-                ),
-                trainer.current,
-            )
-        store.finish_run(run_id, run)
+        if gateway.remote is not None:
+            gateway.remote.close()
+        trainer.recorder.calls(gateway.drain())
+        with store.session():  # opened first, the file stays open for the recorder's last write
+            await trainer.recorder.flush()
+            journal.unlink(missing_ok=True)
+            run.usage, run.seconds = store.run_usage(run_id), time.monotonic() - started
+            run.registered_version = store.registered_version(run_id)
+            if (
+                register_best
+                and run.registered_version is None
+                and run.status != "failed"
+                and run.best_val is not None
+            ):
+                run.registered_version = store.register(
+                    RegistryEntry(
+                        name=config.registry_name,
+                        settings=config.models.task,
+                        val_score=run.best_val,
+                        test_score=run.best_test,
+                        champion=True,
+                        run_id=run_id,
+                    ),
+                    trainer.current,
+                )
+            store.finish_run(run_id, run)
     await trainer.publisher.finished(run, trainer.current, config.store)
     return run

@@ -226,6 +226,18 @@ class Budget(Strict):
     max_seconds: float | None = Field(None, gt=0)
 
 
+class DaskSettings(Strict):
+    """Where prediction fan-outs go with `task_runner: dask`."""
+
+    address: str | None = Field(
+        None, description="A running Dask scheduler (tcp://host:8786); none starts a local cluster."
+    )
+    workers: int = Field(2, ge=1, description="Worker processes of the local cluster.")
+    min_calls: int = Field(
+        64, ge=1, description="Smaller fan-outs stay in the run's process (a shard is a task run)."
+    )
+
+
 class RunConfig(Strict):
     name: str = Field(..., min_length=1)
     model: str | None = Field(None, description="One line to set the model of every role.")
@@ -241,6 +253,12 @@ class RunConfig(Strict):
     seed: int = 0
     splits: Splits = Splits()
     concurrency: int = Field(4, ge=1)
+    task_runner: Literal["thread", "dask"] = Field(
+        "thread",
+        description="thread: predictions fan out on the run's event loop; dask: across the "
+        "processes of a Dask cluster (prefect-dask), in shards of uncached calls.",
+    )
+    dask: DaskSettings = DaskSettings()
     history_size: int = Field(4, ge=0, description="Recent (prompt, score) pairs shown to apply.")
     budget: Budget = Budget()
     retry: RetrySettings = RetrySettings()

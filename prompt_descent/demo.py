@@ -69,7 +69,8 @@ def demo_script(model: str, messages: list[dict[str, str]]) -> str:
             return "The outputs are sentences, but the expected answers are 'yes' or 'no'."
         return "Several answers say yes although the text does not contain the answer."
     if system.startswith(("You improve prompts", "You tidy prompts")):
-        current, template = _current_prompt(user)
+        # the first request shows the prompt; a repair or a retry follows it
+        current, template = _current_prompt(messages[1]["content"])
         addition = YES_NO if YES_NO not in current else STRICT
         improved = current if addition in current else f"{current} {addition}"
         return json.dumps({"system": improved, "template": template})

@@ -96,7 +96,19 @@ def serve_script_from_env(register: Callable[[str, CustomLLM], None]) -> None:
     reference = os.environ.get("PROMPT_DESCENT_FAKE_SCRIPT")
     if reference:
         latency = float(os.environ.get("PROMPT_DESCENT_FAKE_LATENCY", "0"))
-        register("fake", ScriptedModel(load_script(reference), latency))
+        register("fake", ScriptedModel(_loaded_on_first_call(reference), latency))
+
+
+def _loaded_on_first_call(reference: str) -> Script:
+    """The script's module may import the gateway, which serves it: load it when first asked."""
+    loaded: list[Script] = []
+
+    def script(model: str, messages: list[dict[str, Any]]) -> str:
+        if not loaded:
+            loaded.append(load_script(reference))
+        return loaded[0](model, messages)
+
+    return script
 
 
 FAULT_KINDS = (

@@ -28,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import litellm
 from litellm.llms.custom_llm import CustomLLM
@@ -107,11 +107,38 @@ def call_key(model: str, messages: Sequence[dict[str, Any]], params: dict[str, A
     return hashlib.sha256(identity.encode()).hexdigest()
 
 
+def request_params(
+    settings: ModelSettings, json_mode: bool, response_format: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The sampling params of a call; `response_format` overrides `json_mode`."""
+    params: dict[str, Any] = settings.sampling()
+    if response_format is not None:
+        params["response_format"] = response_format
+    elif json_mode:
+        params["response_format"] = JSON_MODE
+    return params
+
+
+class RemoteCalls(Protocol):
+    """Makes a fan-out's uncached calls elsewhere (e.g. on a Dask cluster) and returns
+    their records in order; the run's gateway keeps the cache, budget, usage and journal."""
+
+    def takes(self, calls: int) -> bool: ...
+
+    async def complete(
+        self,
+        role: str,
+        settings: ModelSettings,
+        conversations: list[list[dict[str, str]]],
+        json_mode: bool,
+        response_format: dict[str, Any] | None,
+        retry: RetrySettings,
+    ) -> list[CallRecord]: ...
+
+
 def _cost(response: Any) -> float:
-    try:
-        return float(litellm.completion_cost(completion_response=response) or 0.0)
-    except Exception:  # litellm raises for models without a price; those cost nothing known
-        return 0.0
+    """litellm prices every response it returns; a model without a price costs nothing known."""
+    return float(getattr(response, "_hidden_params", {}).get("response_cost") or 0.0)
 
 
 def _systemic(error: Exception) -> bool:
@@ -161,11 +188,13 @@ class Gateway:
         journal: Path | None = None,
         spent: Usage | None = None,
         before_request: Callable[[str], Awaitable[None]] | None = None,
+        remote: RemoteCalls | None = None,
     ) -> None:
         self.budget = budget or Budget()
         self.retry = retry or RetrySettings()
         self.journal = journal
         self.before_request = before_request  # e.g. a shared rate limit, awaited per attempt
+        self.remote = remote
         self.usage = (spent or Usage()).model_copy()
         self._cache: dict[str, CallRecord] = dict(cache or {})
         self._unsaved: list[CallRecord] = []
@@ -241,6 +270,15 @@ class Gateway:
             raise EmptyCompletion(f"empty completion (finish_reason={choice.finish_reason})")
         return response
 
+    def _served_from_cache(
+        self, key: str, role: str, messages: list[dict[str, str]], params: dict[str, Any]
+    ) -> CallRecord | None:
+        cached = self._cache.get(key)
+        if cached is None:
+            return None
+        update = {"role": role, "messages": messages, "params": params, "cached": True}
+        return cached.model_copy(update=update)
+
     async def complete(
         self,
         role: str,
@@ -251,15 +289,11 @@ class Gateway:
     ) -> CallRecord:
         """One call. `response_format` (a JSON-able dict such as litellm's json_schema form)
         overrides `json_mode`; either way it is part of the call's identity."""
-        params: dict[str, Any] = settings.sampling()
-        if response_format is not None:
-            params["response_format"] = response_format
-        elif json_mode:
-            params["response_format"] = JSON_MODE
+        params = request_params(settings, json_mode, response_format)
         key = call_key(settings.model, messages, params)
-        cached = self._cache.get(key)
+        cached = self._served_from_cache(key, role, messages, params)
         if cached is not None:
-            return cached.model_copy(update={"role": role, "cached": True})
+            return cached
         self._reserve()
         started = time.monotonic()
         record = CallRecord(
@@ -311,6 +345,31 @@ class Gateway:
 
         Raises TooManyFailures when more than the configured fraction of them failed.
         """
+        if self.remote is not None and self.remote.takes(len(conversations)):
+            calls = await self._complete_remotely(
+                role, settings, conversations, json_mode, response_format
+            )
+        else:
+            calls = await self._complete_here(
+                role, settings, conversations, concurrency, json_mode, response_format
+            )
+        failed = [c for c in calls if c.error]
+        if calls and len(failed) / len(calls) > self.retry.max_failed_fraction:
+            raise TooManyFailures(
+                f"{len(failed)} of {len(calls)} {role} calls failed (more than "
+                f"{self.retry.max_failed_fraction:.0%}); last error: {failed[-1].error}"
+            )
+        return calls
+
+    async def _complete_here(
+        self,
+        role: str,
+        settings: ModelSettings,
+        conversations: Sequence[list[dict[str, str]]],
+        concurrency: int,
+        json_mode: bool,
+        response_format: dict[str, Any] | None,
+    ) -> list[CallRecord]:
         limit = asyncio.Semaphore(concurrency)
 
         async def one(messages: list[dict[str, str]]) -> CallRecord:
@@ -323,13 +382,44 @@ class Gateway:
         except* (BudgetExhausted, ModelError) as failures:
             # the first stop reason is the one to report; the sibling calls were cancelled
             raise failures.exceptions[0] from None
-        calls = [call.result() for call in running]
-        failed = [c for c in calls if c.error]
-        if calls and len(failed) / len(calls) > self.retry.max_failed_fraction:
-            raise TooManyFailures(
-                f"{len(failed)} of {len(calls)} {role} calls failed (more than "
-                f"{self.retry.max_failed_fraction:.0%}); last error: {failed[-1].error}"
+        return [call.result() for call in running]
+
+    async def _complete_remotely(
+        self,
+        role: str,
+        settings: ModelSettings,
+        conversations: Sequence[list[dict[str, str]]],
+        json_mode: bool,
+        response_format: dict[str, Any] | None,
+    ) -> list[CallRecord]:
+        """Cache hits here; the rest reserved against the budget, made remotely, settled here
+        (journaled when they come back, so a run killed meanwhile pays them again)."""
+        params = request_params(settings, json_mode, response_format)
+        calls = [
+            self._served_from_cache(call_key(settings.model, m, params), role, m, params)
+            for m in conversations
+        ]
+        missing = [i for i, call in enumerate(calls) if call is None]
+        reserved = 0
+        try:
+            for _ in missing:
+                self._reserve()
+                reserved += 1
+            made = await self.remote.complete(
+                role,
+                settings,
+                [conversations[i] for i in missing],
+                json_mode,
+                response_format,
+                self.retry,
             )
+        except BaseException:
+            with self._lock:
+                self._in_flight -= reserved
+            raise
+        for i, record in zip(missing, made, strict=True):
+            self._settle(record)
+            calls[i] = record
         return calls
 
 

@@ -1,10 +1,21 @@
-"""Turns what the steps returned into rows: the flow calls it after every step."""
+"""Turns what the steps returned into rows: the flow calls it after every step.
+
+The rows are written behind the run, on a worker thread, so a step never waits for
+DuckDB: one write at a time, in order, and whatever was recorded while a write ran
+goes into the next one (one transaction, however many steps). `flush()` waits for
+all of it; the flow awaits it before it reads the store back. Every paid call is
+in the run's journal before it is recorded here, so rows a crash loses are rebuilt
+by a resume without paying again.
+"""
 
 from __future__ import annotations
+
+import asyncio
 
 from prompt_descent.config import Example, Prompt, SplitScore
 from prompt_descent.llm import Gateway
 from prompt_descent.records import (
+    CallRecord,
     Candidate,
     Decision,
     Feedback,
@@ -12,7 +23,7 @@ from prompt_descent.records import (
     Usage,
     Validation,
 )
-from prompt_descent.store import Store
+from prompt_descent.store import StepRows, Store
 
 
 class RunRecorder:
@@ -20,39 +31,77 @@ class RunRecorder:
         self.store = store
         self.gateway = gateway
         self.run_id = run_id
+        self._pending: list[StepRows] = []
+        self._writing: asyncio.Future[None] | None = None
+        self._failure: BaseException | None = None
+
+    def _record(self, rows: StepRows) -> None:
+        self._raise_failure()
+        self._pending.append(rows)
+        if self._writing is None:
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        steps, self._pending = self._pending, []
+        loop = asyncio.get_running_loop()
+        self._writing = loop.run_in_executor(None, self.store.save_steps, self.run_id, steps)
+        self._writing.add_done_callback(self._written)
+
+    def _written(self, writing: asyncio.Future[None]) -> None:
+        self._writing = None
+        if writing.exception() is not None:
+            self._failure = writing.exception()
+        elif self._pending:
+            self._write_pending()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise RuntimeError(f"writing run {self.run_id} to {self.store.path} failed") from (
+                self._failure
+            )
+
+    async def flush(self) -> None:
+        """Wait until every row recorded so far is in the store; a failed write raises here."""
+        while self._writing is not None or (self._pending and self._failure is None):
+            if self._writing is None:
+                self._write_pending()
+            await asyncio.wait([self._writing])
+        self._raise_failure()
 
     def evaluation(self, prompt: Prompt, split: str, scores: SplitScore, label: str) -> None:
-        self.store.save_step(
-            self.run_id,
-            prompts=[prompt],
-            calls=self.gateway.drain(),
-            predictions=[(prompt.id, split, scores.predictions)],
-            evaluations=[(prompt.id, split, scores.score, len(scores.predictions), label)],
+        self._record(
+            StepRows(
+                prompts=[prompt],
+                calls=self.gateway.drain(),
+                predictions=[(prompt.id, split, scores.predictions)],
+                evaluations=[(prompt.id, split, scores.score, len(scores.predictions), label)],
+            )
         )
 
     def skipped(self, step: int, batch: list[Example], current: Prompt, score: float) -> None:
-        self.store.save_step(
-            self.run_id,
-            prompts=[current],
-            calls=self.gateway.drain(),
-            iteration=IterationRecord(
-                step=step,
-                proposal=0,
-                batch_ids=[e.id for e in batch],
-                current_prompt=current.id,
-                candidate_prompt=None,
-                batch_before=score,
-                batch_after=None,
-                val_before=None,
-                val_after=None,
-                val_examples_scored=0,
-                accepted=False,
-                reason="batch already perfect: nothing to learn",
-                llm_calls=0,
-                tokens=0,
-                cost_usd=0.0,
-                seconds=0.0,
-            ),
+        self._record(
+            StepRows(
+                prompts=[current],
+                calls=self.gateway.drain(),
+                iteration=IterationRecord(
+                    step=step,
+                    proposal=0,
+                    batch_ids=[e.id for e in batch],
+                    current_prompt=current.id,
+                    candidate_prompt=None,
+                    batch_before=score,
+                    batch_after=None,
+                    val_before=None,
+                    val_after=None,
+                    val_examples_scored=0,
+                    accepted=False,
+                    reason="batch already perfect: nothing to learn",
+                    llm_calls=0,
+                    tokens=0,
+                    cost_usd=0.0,
+                    seconds=0.0,
+                ),
+            )
         )
 
     def proposal(
@@ -92,15 +141,17 @@ class RunRecorder:
             cost_usd=spent.cost_usd,
             seconds=seconds,
         )
-        self.store.save_step(
-            self.run_id,
-            prompts=prompts,
-            calls=self.gateway.drain(),
-            predictions=predictions,
-            gradient=(step, proposal, current.id, feedback.text),
-            iteration=row,
+        self._record(
+            StepRows(
+                prompts=prompts,
+                calls=self.gateway.drain(),
+                predictions=predictions,
+                gradient=(step, proposal, current.id, feedback.text),
+                iteration=row,
+            )
         )
         return row
 
-    def flush_calls(self) -> None:
-        self.store.save_step(self.run_id, prompts=[], calls=self.gateway.drain())
+    def calls(self, calls: list[CallRecord]) -> None:
+        """Calls outside any step: a journal being replayed, or the calls of an unfinished step."""
+        self._record(StepRows(calls=calls))

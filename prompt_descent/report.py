@@ -13,17 +13,11 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-
-from prompt_descent.config import Prompt  # noqa: E402
-from prompt_descent.store import Store  # noqa: E402
+from prompt_descent.config import Prompt
+from prompt_descent.store import Store
 
 PLOT_NAME = "scores.png"
 REPORT_NAME = "report.html"
@@ -46,31 +40,32 @@ class RunHistory:
 
     @classmethod
     def load(cls, store: Store, run_id: str) -> RunHistory:
-        runs = store.query("SELECT * FROM runs WHERE run_id = ?", [run_id])
-        if not runs:
-            raise KeyError(run_id)
-        iterations = store.query(
-            "SELECT * FROM iterations WHERE run_id = ? ORDER BY step, proposal", [run_id]
-        )
-        prompt_rows = store.query(
-            """SELECT prompt_id, system, template FROM prompts WHERE prompt_id IN (
-                   SELECT current_prompt FROM iterations WHERE run_id = $1
-                   UNION SELECT candidate_prompt FROM iterations WHERE run_id = $1
-                   UNION SELECT baseline_prompt FROM runs WHERE run_id = $1
-                   UNION SELECT best_prompt FROM runs WHERE run_id = $1)""",
-            [run_id],
-        )
-        (usage,) = store.query(
-            """SELECT count(*) AS calls,
-                      coalesce(sum(prompt_tokens + completion_tokens), 0) AS tokens,
-                      coalesce(sum(cost_usd), 0) AS cost_usd
-               FROM llm_calls WHERE run_id = ?""",
-            [run_id],
-        )
-        registered = store.query(
-            "SELECT name, version, champion FROM registry WHERE run_id = ? ORDER BY version",
-            [run_id],
-        )
+        with store.session():
+            runs = store.query("SELECT * FROM runs WHERE run_id = ?", [run_id])
+            if not runs:
+                raise KeyError(run_id)
+            iterations = store.query(
+                "SELECT * FROM iterations WHERE run_id = ? ORDER BY step, proposal", [run_id]
+            )
+            prompt_rows = store.query(
+                """SELECT prompt_id, system, template FROM prompts WHERE prompt_id IN (
+                       SELECT current_prompt FROM iterations WHERE run_id = $1
+                       UNION SELECT candidate_prompt FROM iterations WHERE run_id = $1
+                       UNION SELECT baseline_prompt FROM runs WHERE run_id = $1
+                       UNION SELECT best_prompt FROM runs WHERE run_id = $1)""",
+                [run_id],
+            )
+            (usage,) = store.query(
+                """SELECT count(*) AS calls,
+                          coalesce(sum(prompt_tokens + completion_tokens), 0) AS tokens,
+                          coalesce(sum(cost_usd), 0) AS cost_usd
+                   FROM llm_calls WHERE run_id = ?""",
+                [run_id],
+            )
+            registered = store.query(
+                "SELECT name, version, champion FROM registry WHERE run_id = ? ORDER BY version",
+                [run_id],
+            )
         prompts = {
             row["prompt_id"]: Prompt(system=row["system"], template=row["template"])
             for row in prompt_rows
@@ -108,8 +103,21 @@ class RunHistory:
 _ACCEPTED, _REJECTED, _CURRENT, _VAL = "#2ca02c", "#d62728", "#555555", "#1f77b4"
 
 
+def pyplot() -> ModuleType:
+    """matplotlib's pyplot, off screen. Imported on first use: the import takes seconds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def plot_png(history: RunHistory) -> bytes:
     """Two panels over the steps: train batch before/after each proposal, and val."""
+    from matplotlib.lines import Line2D
+
+    plt = pyplot()
     run = history.run
     steps = max(history.steps(), 1)
     fig, (top, bottom) = plt.subplots(

@@ -2,21 +2,26 @@
 
 Only the flow process writes. DuckDB lets one process hold a file open for
 writing, so every operation opens the file, does its work in one transaction and
-closes it again; a lock held by another process is waited out with a short retry,
-so two runs (or a CLI query during a run) on one file all finish.
+closes it again (a `session` shares one open among a few operations in a row); a
+lock held by another process is waited out with a short retry, so two runs (or a
+CLI query during a run) on one file all finish. Rows are written in bulk: one
+columnar insert per table and transaction.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
+import pyarrow as pa
 
 from prompt_descent.config import ModelSettings, Prompt
 from prompt_descent.records import (
@@ -167,6 +172,44 @@ CREATE TABLE IF NOT EXISTS promotions (
 
 T = TypeVar("T")
 LOCK_RETRY_SECONDS = 30.0
+# DuckDB shares one database instance among a process's connections to a file; two threads
+# opening it at once can see the instance before its Python functions are registered, or
+# create the schema twice.
+_OPENING = threading.Lock()
+
+
+@dataclass
+class StepRows:
+    """The rows one step (an evaluation, a proposal, ...) adds to the store."""
+
+    prompts: list[Prompt] = field(default_factory=list)
+    calls: list[CallRecord] = field(default_factory=list)
+    predictions: list[tuple[str, str, list[Any]]] = field(default_factory=list)
+    iteration: IterationRecord | None = None
+    gradient: tuple[int, int, str, str] | None = None
+    evaluations: list[tuple[str, str, float, int, str]] = field(default_factory=list)
+
+
+def _prompt_row(prompt: Prompt) -> dict[str, Any]:
+    return {"prompt_id": prompt.id, "system": prompt.system, "template": prompt.template}
+
+
+def _call_row(run_id: str, call: CallRecord) -> dict[str, Any]:
+    return {
+        "call_id": call.call_id,
+        "call_key": call.key,
+        "run_id": run_id,
+        "role": call.role,
+        "model": call.model,
+        "messages": json.dumps(call.messages),
+        "params": json.dumps(call.params),
+        "response": call.response,
+        "error": call.error,
+        "prompt_tokens": call.prompt_tokens,
+        "completion_tokens": call.completion_tokens,
+        "cost_usd": call.cost_usd,
+        "latency_s": call.latency_s,
+    }
 
 
 def _is_lock_conflict(error: duckdb.Error) -> bool:
@@ -179,23 +222,45 @@ class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._run(lambda con: con.execute(SCHEMA))
+        self._session = threading.local()
+        self._schema_ready = False
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """The operations of this thread inside it share one open of the file.
+
+        Opening and closing are most of a small operation's cost; the file stays locked
+        for the session, so keep it to a few operations in a row.
+        """
+        with self._connect():
+            yield
 
     @contextmanager
     def _connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        con = getattr(self._session, "con", None)
+        if con is not None:  # inside a session
+            yield con
+            return
         deadline = time.monotonic() + LOCK_RETRY_SECONDS
         while True:
             try:
-                con = duckdb.connect(str(self.path))
+                with _OPENING:
+                    con = duckdb.connect(str(self.path))
+                    if not self._schema_ready:  # on the first open, not in __init__: one fewer
+                        con.execute(SCHEMA)
+                        self._schema_ready = True
                 break
             except duckdb.Error as error:
                 if not _is_lock_conflict(error) or time.monotonic() > deadline:
                     raise
                 time.sleep(random.uniform(0.05, 0.25))
+        self._session.con = con
         try:
             yield con
         finally:
-            con.close()
+            self._session.con = None
+            with _OPENING:
+                con.close()
 
     def _run(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         with self._connect() as con:
@@ -243,71 +308,90 @@ class Store:
         evaluations: list[tuple[str, str, float, int, str]] = (),
     ) -> None:
         """Everything one step produced, written in one transaction."""
+        self.save_steps(
+            run_id,
+            [StepRows(prompts, calls, list(predictions), iteration, gradient, list(evaluations))],
+        )
+
+    def save_steps(self, run_id: str, steps: list[StepRows]) -> None:
+        """Several steps' rows in one transaction, one bulk insert per table.
+
+        A later step's prediction, evaluation or iteration replaces an earlier one with
+        the same key, as if the steps had been written one after the other.
+        """
+        prompts: dict[str, dict[str, Any]] = {}
+        calls: dict[str, dict[str, Any]] = {}
+        predictions: dict[tuple[str, str, str], dict[str, Any]] = {}
+        gradients: dict[tuple[int, int], dict[str, Any]] = {}
+        iterations: dict[tuple[int, int], dict[str, Any]] = {}
+        evaluations: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for rows in steps:
+            for prompt in rows.prompts:
+                prompts.setdefault(prompt.id, _prompt_row(prompt))
+            for call in rows.calls:
+                calls.setdefault(call.call_id, _call_row(run_id, call))
+            for prompt_id, split, scored in rows.predictions:
+                for p in scored:
+                    predictions[prompt_id, split, p.example_id] = {
+                        "run_id": run_id,
+                        "prompt_id": prompt_id,
+                        "split": split,
+                        "example_id": p.example_id,
+                        "output": p.output,
+                        "score": p.score,
+                        "error": p.error,
+                    }
+            if rows.gradient is not None:
+                step, proposal, prompt_id, feedback = rows.gradient
+                gradients.setdefault(
+                    (step, proposal),
+                    {
+                        "run_id": run_id,
+                        "step": step,
+                        "proposal": proposal,
+                        "prompt_id": prompt_id,
+                        "feedback": feedback,
+                    },
+                )
+            if rows.iteration is not None:
+                row = {"run_id": run_id, **rows.iteration.model_dump()}
+                iterations[row["step"], row["proposal"]] = row
+            for prompt_id, split, score, examples, label in rows.evaluations:
+                evaluations[prompt_id, split, label] = {
+                    "run_id": run_id,
+                    "prompt_id": prompt_id,
+                    "split": split,
+                    "score": score,
+                    "examples": examples,
+                    "label": label,
+                }
+        upsert = "INSERT INTO {} BY NAME SELECT * FROM new_rows ON CONFLICT DO "
+        statements = [
+            (prompts, upsert.format("prompts") + "NOTHING"),
+            (calls, upsert.format("llm_calls") + "NOTHING"),
+            (
+                predictions,
+                upsert.format("predictions")
+                + "UPDATE SET output = excluded.output, score = excluded.score, "
+                "error = excluded.error",
+            ),
+            (gradients, upsert.format("gradients") + "NOTHING"),
+            (iterations, "INSERT OR REPLACE INTO iterations BY NAME SELECT * FROM new_rows"),
+            (
+                evaluations,
+                upsert.format("evaluations")
+                + "UPDATE SET score = excluded.score, examples = excluded.examples",
+            ),
+        ]
+        writes = [(list(rows.values()), sql) for rows, sql in statements if rows]
+        if not writes:
+            return
 
         def write(con: duckdb.DuckDBPyConnection) -> None:
-            for prompt in prompts:
-                con.execute(
-                    "INSERT INTO prompts (prompt_id, system, template) VALUES (?, ?, ?) "
-                    "ON CONFLICT DO NOTHING",
-                    [prompt.id, prompt.system, prompt.template],
-                )
-            if calls:
-                con.executemany(
-                    """INSERT INTO llm_calls (call_id, call_key, run_id, role, model, messages,
-                       params, response, error, prompt_tokens, completion_tokens, cost_usd,
-                       latency_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                       ON CONFLICT DO NOTHING""",
-                    [
-                        [
-                            c.call_id,
-                            c.key,
-                            run_id,
-                            c.role,
-                            c.model,
-                            json.dumps(c.messages),
-                            json.dumps(c.params),
-                            c.response,
-                            c.error,
-                            c.prompt_tokens,
-                            c.completion_tokens,
-                            c.cost_usd,
-                            c.latency_s,
-                        ]
-                        for c in calls
-                    ],
-                )
-            for prompt_id, split, rows in predictions:
-                if rows:
-                    con.executemany(
-                        """INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?)
-                           ON CONFLICT DO UPDATE SET output = excluded.output,
-                           score = excluded.score, error = excluded.error""",
-                        [
-                            [run_id, prompt_id, split, p.example_id, p.output, p.score, p.error]
-                            for p in rows
-                        ],
-                    )
-            if gradient is not None:
-                step, proposal, prompt_id, feedback = gradient
-                con.execute(
-                    "INSERT INTO gradients VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    [run_id, step, proposal, prompt_id, feedback],
-                )
-            if iteration is not None:
-                row = iteration.model_dump()
-                columns = ", ".join(row)
-                marks = ", ".join("?" for _ in row)
-                con.execute(
-                    f"INSERT OR REPLACE INTO iterations (run_id, {columns}) VALUES (?, {marks})",
-                    [run_id, *row.values()],
-                )
-            for prompt_id, split, score, examples, label in evaluations:
-                con.execute(
-                    "INSERT INTO evaluations (run_id, prompt_id, split, score, examples, label) "
-                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET score = excluded.score, "
-                    "examples = excluded.examples",
-                    [run_id, prompt_id, split, score, examples, label],
-                )
+            for rows, sql in writes:
+                con.register("new_rows", pa.Table.from_pylist(rows))
+                con.execute(sql)
+                con.unregister("new_rows")
 
         self._run(write)
 
@@ -385,11 +469,13 @@ class Store:
     # -- reads -------------------------------------------------------------
 
     def cached_calls(self) -> dict[str, CallRecord]:
-        """Every successful call ever made into this store, by call key."""
+        """Every successful call ever made into this store, by call key.
+
+        Without their messages and params: a hit is the same request, so the gateway
+        takes those from the request (the store's history can be large).
+        """
         rows = self.query(
-            """SELECT call_key, any_value(role) AS role, any_value(model) AS model,
-                      any_value(messages) AS messages, any_value(params) AS params,
-                      any_value(response) AS response,
+            """SELECT call_key, any_value(model) AS model, any_value(response) AS response,
                       any_value(prompt_tokens) AS prompt_tokens,
                       any_value(completion_tokens) AS completion_tokens,
                       any_value(cost_usd) AS cost_usd, any_value(latency_s) AS latency_s
@@ -398,10 +484,10 @@ class Store:
         return {
             row["call_key"]: CallRecord(
                 key=row["call_key"],
-                role=row["role"],
+                role="",
                 model=row["model"],
-                messages=json.loads(row["messages"]),
-                params=json.loads(row["params"]),
+                messages=[],
+                params={},
                 response=row["response"],
                 prompt_tokens=row["prompt_tokens"],
                 completion_tokens=row["completion_tokens"],

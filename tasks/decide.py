@@ -11,7 +11,7 @@ from __future__ import annotations
 from prefect import task
 
 from prompt_descent.records import Decision, Validation
-from tasks.options import STEP_OPTIONS
+from tasks.options import PURE_STEP_OPTIONS
 
 
 def judge_validation(validation: Validation, always_accept: bool = False) -> Decision:
@@ -34,6 +34,6 @@ def judge_validation(validation: Validation, always_accept: bool = False) -> Dec
     )
 
 
-@task(name="decide", task_run_name="decide {label}", **STEP_OPTIONS)
+@task(name="decide", task_run_name="decide {label}", **PURE_STEP_OPTIONS)
 async def decide(validation: Validation, always_accept: bool = False, label: str = "") -> Decision:
     return judge_validation(validation, always_accept)

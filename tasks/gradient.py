@@ -3,8 +3,8 @@
 Metric mode: the text gradient is built from everything known about the failing
 examples: the prompt, each input, the model's output, the target and the score.
 Feedback mode (no targets): it is a critique of the prompt by all its answers.
-Either way the candidates already rejected for this batch are shown, so the next
-proposal differs.
+The gradient depends only on the current prompt and the batch, so one call serves
+every proposal for the batch; the apply step is shown what was already rejected.
 """
 
 from __future__ import annotations
@@ -61,7 +61,6 @@ def answer_space(examples: list[Example]) -> list[str]:
 def gradient_messages(
     prompt: Prompt,
     cases: list[tuple[Example, str, float]],
-    rejected: list[Prompt],
     mode: str = "metric",
     answers: list[str] = (),
 ) -> list[dict[str, str]]:
@@ -72,10 +71,6 @@ def gradient_messages(
             + ", ".join(repr(a) for a in answers)
             + "."
         )
-    tried = "".join(
-        f"\n\nAlready tried for these examples and rejected:\n{describe_prompt(p)}"
-        for p in rejected
-    )
     if mode == "feedback":
         system, heading, ask = CRITIQUE_SYSTEM, "Answers", "Your critique"
     else:
@@ -85,7 +80,7 @@ def gradient_messages(
         {
             "role": "user",
             "content": (
-                f"The prompt:\n{describe_prompt(prompt)}\n\n{heading}:\n\n{shown}{tried}\n\n{ask}:"
+                f"The prompt:\n{describe_prompt(prompt)}\n\n{heading}:\n\n{shown}\n\n{ask}:"
             ),
         },
     ]
@@ -96,7 +91,6 @@ async def build_gradient(
     examples: list[Example],
     scores: SplitScore,
     settings: ModelSettings,
-    rejected: list[Prompt],
     mode: str = "metric",
     answers: list[str] = (),
 ) -> Feedback:
@@ -107,7 +101,7 @@ async def build_gradient(
         shown = [p for p in shown if p.score < 1.0]
     cases = [(by_id[p.example_id], p.output, p.score) for p in shown][:MAX_CASES_SHOWN]
     call = await llm.gateway().complete(
-        "gradient", settings, gradient_messages(prompt, cases, rejected, mode, answers)
+        "gradient", settings, gradient_messages(prompt, cases, mode, answers)
     )
     return Feedback(prompt_id=prompt.id, text=(call.response or "").strip(), failures=len(cases))
 
@@ -118,9 +112,8 @@ async def gradient(
     examples: list[Example],
     scores: SplitScore,
     settings: ModelSettings,
-    rejected: list[Prompt],
     mode: str = "metric",
     answers: list[str] = (),
     label: str = "",
 ) -> Feedback:
-    return await build_gradient(prompt, examples, scores, settings, rejected, mode, answers)
+    return await build_gradient(prompt, examples, scores, settings, mode, answers)

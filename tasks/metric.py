@@ -18,7 +18,7 @@ from prompt_descent import llm
 from prompt_descent.config import Example, MetricSpec, ModelSettings, Prediction, SplitScore
 from prompt_descent.errors import UserError
 from prompt_descent.structured import extract_json
-from tasks.options import STEP_OPTIONS
+from tasks.options import PURE_STEP_OPTIONS
 
 Metric = Callable[[str, Example], float]
 
@@ -200,7 +200,7 @@ async def compute_scores(
     )
 
 
-@task(name="metric", task_run_name="metric {label}", **STEP_OPTIONS)
+@task(name="metric", task_run_name="metric {label}", **PURE_STEP_OPTIONS)
 async def metric(
     spec: MetricSpec,
     prompt_id: str,

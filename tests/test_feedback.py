@@ -105,6 +105,11 @@ def test_worse_revision_is_rejected_when_judged_but_taken_by_always_accept(
     assert blind.best_prompt != blind.baseline_prompt
     assert blind.best_val == pytest.approx(judged.best_val)
     with duckdb.connect(str(tmp_path / "judged" / "runs.duckdb"), read_only=True) as con:
-        reasons = [r for (r,) in con.execute("SELECT reason FROM iterations").fetchall()]
+        reasons = [
+            r
+            for (r,) in con.execute(
+                "SELECT reason FROM iterations ORDER BY step, proposal"
+            ).fetchall()
+        ]
     assert reasons[0] == "not better on the batch (0.300 vs 0.300)"
     assert set(reasons[1:]) == {"candidate was already tried"}

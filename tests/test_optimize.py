@@ -236,11 +236,25 @@ def test_worse_candidate_is_rejected_and_baseline_kept(
     proposals = iterations(config, summary.run_id)
     assert [it["proposal"] for it in proposals] == [1, 2]
     assert not any(it["accepted"] for it in proposals)
-    assert all(it["reason"].startswith("not better on the batch") for it in proposals)
+    assert all(it["reason"].startswith("not better on the batch: at most") for it in proposals)
     assert all(it["val_examples_scored"] == 0 for it in proposals)
-    # the second gradient is told what was already rejected
-    second_gradient = calls_of(model, "gradient")[1][-1]["content"]
-    assert "Already tried for these examples and rejected" in second_gradient
+    # a candidate that fixes none of the failing batch examples cannot win the batch:
+    # the passing ones are never predicted with it
+    (batch_ids,) = {tuple(it["batch_ids"]) for it in proposals}
+    failing = {int(i[1:]) for i in batch_ids if int(i[1:]) % 4}
+    candidate_inputs = [
+        number_of(m[-1]["content"])
+        for m in calls_of(model, "task")
+        if "Guess wildly" in m[0]["content"]
+    ]
+    assert 0 < len(failing) < len(batch_ids)
+    assert sorted(candidate_inputs) == sorted(list(failing) * 2)
+    # one gradient serves the batch; the second proposal is told why the first was rejected
+    assert len(calls_of(model, "gradient")) == 1
+    second_apply = calls_of(model, "apply")[1][-1]["content"]
+    assert "Proposals already rejected for these examples:\n- not better on the batch" in (
+        second_apply
+    )
     (entry,) = rows(config, "SELECT prompt_id, champion FROM registry")
     assert entry == {"prompt_id": config.prompt.id, "champion": True}
 
@@ -276,6 +290,36 @@ def test_candidate_better_on_batch_but_worse_on_val_is_rejected_early(
         if MARKER in m[0]["content"] and number_of(m[-1]["content"]) in split["val"]
     ]
     assert len(candidate_val_calls) == it["val_examples_scored"]
+
+
+def test_val_check_asks_about_the_current_prompts_failures_first(
+    tmp_path: Path, fake_model: RegisterModel
+) -> None:
+    config = make_config(tmp_path, concurrency=8)
+    split = split_numbers(config)
+    baseline_wrong = {n for n in split["val"] if n % 4}
+    assert 0 < len(baseline_wrong) < SPLITS["val"]
+
+    def overfits(system: str, number: int) -> bool:
+        if MARKER in system:  # right on train, wrong on val
+            return number not in split["val"]
+        return number % 4 == 0
+
+    model = fake_model(script_for(overfits))
+    summary = run(config)
+
+    (it,) = iterations(config, summary.run_id)
+    assert not it["accepted"]
+    # it must be wrong on one more example than the baseline is in all of val: the
+    # baseline's failures first, then one more; no prediction beyond that is paid for
+    assert it["val_examples_scored"] == len(baseline_wrong) + 1
+    candidate_val = [
+        number_of(m[-1]["content"])
+        for m in calls_of(model, "task")
+        if MARKER in m[0]["content"] and number_of(m[-1]["content"]) in split["val"]
+    ]
+    assert len(candidate_val) == len(baseline_wrong) + 1
+    assert baseline_wrong < set(candidate_val)
 
 
 def drops_input(messages: Messages) -> str:
