@@ -13,6 +13,7 @@ import os
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before litellm is imported
 
 import asyncio
+import json
 import platform
 import subprocess
 import sys
@@ -163,6 +164,22 @@ def git_commit() -> str:
         return out.stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "?"
+
+
+def measured_in_child(script: str, args: list[str], what: str, env: dict | None = None) -> dict:
+    """Run `script args` in a fresh Python process (its own peak memory, its own imports) and
+    return the JSON object it prints last; its stderr tail is shown if it fails."""
+    child = subprocess.run(
+        [sys.executable, script, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if child.returncode != 0:
+        print(child.stderr[-3000:], file=sys.stderr)
+        raise SystemExit(f"{what} failed")
+    return json.loads(child.stdout.strip().splitlines()[-1])
 
 
 def now() -> str:

@@ -318,8 +318,9 @@ async def main_async(args: argparse.Namespace) -> None:
             pd = await median_of(args.repeat, run_prompt_descent, latency, concurrency)
             ape = await median_of(args.repeat, run_ape, latency, concurrency)
             results[key] = {"latency": latency, "c": concurrency, "pd": pd, "ape": ape}
-            RESULT_FILE.parent.mkdir(parents=True, exist_ok=True)
-            RESULT_FILE.write_text(json.dumps(results, indent=1))
+            if not args.no_write:  # written cell by cell, so --resume can pick up after a stop
+                RESULT_FILE.parent.mkdir(parents=True, exist_ok=True)
+                RESULT_FILE.write_text(json.dumps(results, indent=1))
             print(markdown_table(HEADERS, rows_for({key: results[key]})).splitlines()[-1],
                   flush=True)  # fmt: skip
     print(markdown_table(HEADERS, rows_for(results)))

@@ -26,14 +26,20 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 import argparse
 import asyncio
 import json
-import subprocess
-import sys
 import threading
 import time
 from collections import defaultdict
 from pathlib import Path
 
-from _common import RESULTS, header, machine, markdown_table, now, write_section
+from _common import (
+    RESULTS,
+    header,
+    machine,
+    markdown_table,
+    measured_in_child,
+    now,
+    write_section,
+)
 
 RESULT_FILE = RESULTS / "scale.json"
 STEP_KINDS = ["predict", "metric", "gradient", "apply", "validate", "decide"]
@@ -200,19 +206,11 @@ def main() -> None:
     started, machine_line = now(), machine()
     results = []
     for size in args.sizes:
-        child = subprocess.run(
-            [sys.executable, __file__, "--one", str(size)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if child.returncode != 0:
-            print(child.stderr[-3000:], file=sys.stderr)
-            raise SystemExit(f"N={size} failed")
-        results.append(json.loads(child.stdout.strip().splitlines()[-1]))
+        results.append(measured_in_child(__file__, ["--one", str(size)], f"N={size}"))
         print(f"N={size}: {results[-1]['wall']:.1f} s, {results[-1]['calls']} calls", flush=True)
-    RESULT_FILE.parent.mkdir(parents=True, exist_ok=True)
-    RESULT_FILE.write_text(json.dumps(results, indent=1))
+    if not args.no_write:
+        RESULT_FILE.parent.mkdir(parents=True, exist_ok=True)
+        RESULT_FILE.write_text(json.dumps(results, indent=1))
     text = table(results)
     print(text)
     first, last = results[0], results[-1]

@@ -27,12 +27,18 @@ import argparse
 import asyncio
 import json
 import resource
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from _common import RESULTS, header, machine, markdown_table, now, write_section
+from _common import (
+    RESULTS,
+    header,
+    machine,
+    markdown_table,
+    measured_in_child,
+    now,
+    write_section,
+)
 
 RESULT_FILE = RESULTS / "task_runner.json"
 LARGE = 64  # DaskSettings.min_calls: the fan-outs dask takes over
@@ -159,21 +165,18 @@ def main() -> None:
     results = []
     for latency in args.latencies:
         for runner in ("thread", "dask"):
-            child = subprocess.run(
-                [sys.executable, __file__, "--workers", str(args.workers)]
-                + ["--one", runner, str(latency), str(args.size)],
-                env=os.environ | {"PROMPT_DESCENT_FAKE_LATENCY": str(latency)},
-                capture_output=True,
-                text=True,
-                check=False,
+            results.append(
+                measured_in_child(
+                    __file__,
+                    ["--workers", str(args.workers), "--one", runner, str(latency), str(args.size)],
+                    f"{runner} at {latency} s",
+                    env=os.environ | {"PROMPT_DESCENT_FAKE_LATENCY": str(latency)},
+                )
             )
-            if child.returncode != 0:
-                print(child.stderr[-3000:], file=sys.stderr)
-                raise SystemExit(f"{runner} at {latency} s failed")
-            results.append(json.loads(child.stdout.strip().splitlines()[-1]))
             print(f"{runner} {latency}: {results[-1]['wall']:.1f} s", flush=True)
-    RESULT_FILE.parent.mkdir(parents=True, exist_ok=True)
-    RESULT_FILE.write_text(json.dumps(results, indent=1))
+    if not args.no_write:
+        RESULT_FILE.parent.mkdir(parents=True, exist_ok=True)
+        RESULT_FILE.write_text(json.dumps(results, indent=1))
     text = table(results)
     print(text)
     body = (
