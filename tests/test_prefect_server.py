@@ -389,7 +389,8 @@ def test_nightly_deployment_runs_twice_at_once_and_records_its_decisions(
         VAGUE,
     )
 
-    env = server.env(PROMPT_DESCENT_FAKE_SCRIPT=DEMO_SCRIPT)
+    # each call takes 0.2 s, so both runs read the champion before either can promote
+    env = server.env(PROMPT_DESCENT_FAKE_SCRIPT=DEMO_SCRIPT, PROMPT_DESCENT_FAKE_LATENCY="0.2")
     call(server, lambda client: client.create_work_pool(WorkPoolCreate(name=POOL, type="process")))
     deployed = run_command(
         [str(BIN / "prefect"), "--no-prompt", "deploy", "--name", "reoptimize-nightly"],
