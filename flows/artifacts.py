@@ -148,10 +148,14 @@ class RunPublisher:
             )
         )
 
-    async def finished(self, run: RunSummary, best: Prompt, store_path: str) -> None:
-        plotting = asyncio.create_task(asyncio.to_thread(plot_markdown, run.run_id, store_path))
+    async def sent(self) -> None:
+        """Wait for every artifact sent behind the run so far (a failed one raises here)."""
         if self._publishing is not None:
             await self._publishing
+
+    async def finished(self, run: RunSummary, best: Prompt, store_path: str) -> None:
+        plotting = asyncio.create_task(asyncio.to_thread(plot_markdown, run.run_id, store_path))
+        await self.sent()
         if self._progress is not None:
             await aupdate_progress_artifact(self._progress, 100.0)
         get_run_logger().info(

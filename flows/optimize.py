@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -246,6 +247,9 @@ async def optimize_prompt(
         get_run_logger().warning("stopping: %s; keeping the best prompt so far", stopped)
     except BaseException as failure:
         run.status, run.stop_reason = "failed", f"{type(failure).__name__}: {failure}"
+        # the steps done so far still reach the UI; the failure is what to report
+        with contextlib.suppress(Exception):
+            await trainer.publisher.sent()
         raise
     finally:
         if gateway.remote is not None:

@@ -28,6 +28,7 @@ from uuid import UUID
 
 import duckdb
 import httpx
+import litellm
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
@@ -46,7 +47,8 @@ from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, tempor
 from flows.optimize import optimize_prompt
 from prompt_descent import llm
 from prompt_descent.config import Prompt, RunConfig
-from prompt_descent.demo import demo_script
+from prompt_descent.demo import YES_NO, demo_script
+from prompt_descent.errors import ModelError
 from prompt_descent.fake import ScriptedModel
 from prompt_descent.records import RegistryEntry, RunSummary
 from prompt_descent.store import Store
@@ -252,6 +254,45 @@ def test_optimize_run_is_recorded_on_the_server(server: Server, optimized: Optim
         f"{summary.run_id} completed: val {summary.baseline_val:.3f} -> {summary.best_val:.3f}, "
         f"test {summary.baseline_test:.3f} -> {summary.best_test:.3f}"
     ) in messages
+
+
+def test_a_run_that_fails_still_shows_the_steps_it_finished(server: Server, tmp_path: Path) -> None:
+    """The step artifacts are sent behind the run; a failure waits for them before raising."""
+
+    def revoked_after_step_1(model: str, messages: list[dict[str, str]]) -> str:
+        asking_apply = messages[0]["content"].startswith("You improve prompts")
+        if asking_apply and YES_NO in messages[1]["content"]:  # step 2: yes/no was accepted
+            raise litellm.exceptions.AuthenticationError(
+                "the key was revoked", llm_provider="fake", model=model
+            )
+        return demo_script(model, messages)
+
+    config = RunConfig(**demo_config(tmp_path))
+    llm.register_provider("fake", ScriptedModel(revoked_after_step_1))
+    try:
+        with temporary_settings(
+            updates={PREFECT_API_URL: server.api, PREFECT_LOCAL_STORAGE_PATH: tmp_path / "results"}
+        ):
+            with pytest.raises(ModelError, match="the key was revoked"):
+                asyncio.run(optimize_prompt(config))
+            APILogWorker.drain_all(timeout=30)
+            EventsWorker.drain_all(timeout=30)
+    finally:
+        llm.register_provider("fake", ScriptedModel(demo_script))
+
+    (run,) = Store(config.store).query("SELECT run_id, status FROM runs")
+    assert run["status"] == "failed"
+    prefix = re.sub(r"[^a-z0-9]", "-", run["run_id"].lower())
+
+    async def artifact_keys(client: Any) -> set[str]:
+        found = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_=f"{prefix}-%"))
+        )
+        return {a.key.removeprefix(f"{prefix}-") for a in found}
+
+    keys = call(server, artifact_keys)
+    assert {"progress", "step-1", "accepted-prompt"} <= keys
+    assert "summary" not in keys
 
 
 def test_artifacts_hold_the_iteration_table_and_the_summary(optimized: OptimizedRun) -> None:
