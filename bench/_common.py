@@ -1,7 +1,8 @@
 """What the benchmarks share: a counting LLM caller for the reference loops, scoring,
 the machine description, and writing one's own section of BENCHMARKS.md.
 
-The reference loops (ape_loop.py, tiny_textgrad_loop.py) call litellm directly through
+Importing it sets up the environment a benchmark runs in (see below). The reference
+loops (ape_loop.py, tiny_textgrad_loop.py) call litellm directly through
 `Caller`: no cache, no Prefect, no DuckDB. `Caller` counts calls and tokens per role
 and stops a loop with `OutOfBudget` once its call budget is spent.
 """
@@ -9,8 +10,15 @@ and stops a loop with `OutOfBudget` once its call budget is spent.
 from __future__ import annotations
 
 import os
+import tempfile
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before litellm is imported
+# Before litellm and Prefect are imported (every bench script imports this module first):
+# a private Prefect home per run, quiet logs, no remote cost map.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="pd-bench-prefect-"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 import asyncio
 import json

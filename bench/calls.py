@@ -31,21 +31,13 @@ Ape-style loop by its own counter. prompt-descent's llm_calls rows are cross-che
 
 from __future__ import annotations
 
-import os
-import tempfile
-
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="pd-bench-prefect-"))
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-
 import argparse
 import asyncio
 import contextvars
 import hashlib
 import json
 import re
+import tempfile
 from collections import Counter
 from pathlib import Path
 

@@ -19,20 +19,12 @@ Prefect ephemeral server is started by a warm-up flow before any timing.
 
 from __future__ import annotations
 
-import os
-import tempfile
-
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="pd-bench-prefect-"))
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-
 import argparse
 import asyncio
 import contextvars
 import json
 import math
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path

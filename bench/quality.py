@@ -17,19 +17,12 @@ a new file.
 
 from __future__ import annotations
 
-import os
-import tempfile
-
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="pd-bench-prefect-"))
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-
 import argparse
 import asyncio
 import json
+import os
 import statistics
+import tempfile
 import time
 from pathlib import Path
 

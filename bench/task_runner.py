@@ -15,11 +15,6 @@ from __future__ import annotations
 import os
 import tempfile
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="pd-bench-prefect-"))
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 # the dask workers are other processes: they serve bench/calls.py's script from here
 os.environ["PROMPT_DESCENT_FAKE_SCRIPT"] = "calls:script"
 
