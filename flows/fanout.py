@@ -3,8 +3,8 @@
 The run opens a prefect-dask `DaskTaskRunner` (a local cluster of worker processes,
 or the scheduler at `dask.address`), and its gateway sends each fan-out of at least
 `dask.min_calls` uncached calls there, split into shards: one Prefect task run per
-shard, made by a private gateway in the worker (same retries and rate limits; no
-cache, no budget).
+shard, made by a private gateway in the worker (same retries, and the rate limits the
+run created; no cache, no budget).
 What has to stay in one place stays in the run's gateway: the cache (only uncached
 calls are shipped), the budget (a shard's calls are reserved before it goes), usage,
 the journal and the store.
@@ -19,7 +19,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from flows.limits import provider_rate_limits
+from flows.limits import rate_limit_hook
 from prompt_descent import llm
 from prompt_descent.config import DaskSettings, ModelSettings, RetrySettings, RunConfig
 from prompt_descent.errors import UserError
@@ -43,7 +43,7 @@ async def call_shard(
     gateway = llm.Gateway(
         # the run's gateway judges the failed fraction of the whole fan-out, not of a shard
         retry=retry.model_copy(update={"max_failed_fraction": 1.0}),
-        before_request=await provider_rate_limits(rpm_limits),
+        before_request=rate_limit_hook(rpm_limits),
     )
     return await gateway.complete_many(
         role, settings, conversations, concurrency, json_mode, response_format

@@ -28,6 +28,13 @@ async def provider_rate_limits(
             await client.upsert_global_concurrency_limit_by_name(
                 limit_name(provider), limit=rpm, slot_decay_per_second=rpm / 60
             )
+    return rate_limit_hook(rpm_limits)
+
+
+def rate_limit_hook(rpm_limits: dict[str, int]) -> Callable[[str], Awaitable[None]] | None:
+    """The hook alone, for limits a run has already created (e.g. in its Dask workers)."""
+    if not rpm_limits:
+        return None
 
     async def before_request(model: str) -> None:
         provider = model.split("/", 1)[0]
