@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import socket
 from typing import Any
+from urllib.parse import urlsplit
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -25,6 +27,7 @@ from prompt_descent.config import DaskSettings, ModelSettings, RetrySettings, Ru
 from prompt_descent.errors import UserError
 from prompt_descent.records import CallRecord
 
+CONNECT_SECONDS = 5.0
 SHARDS_PER_WORKER = 2  # one shard per worker slot would leave it idle behind a slow shard
 
 
@@ -123,7 +126,8 @@ class DaskFanOut:
         self.runner.__exit__(None, None, None)
 
 
-def check_task_runner(task_runner: str) -> None:
+def check_task_runner(task_runner: str, settings: DaskSettings) -> None:
+    """Before anything runs: prefect-dask is installed, and a configured scheduler answers."""
     if task_runner != "dask":
         return
     try:
@@ -133,6 +137,16 @@ def check_task_runner(task_runner: str) -> None:
             "task_runner: dask needs prefect-dask, which is not installed: "
             "pip install 'prompt-descent[dask]'"
         ) from None
+    if settings.address:
+        found = urlsplit(
+            settings.address if "://" in settings.address else f"tcp://{settings.address}"
+        )
+        try:
+            socket.create_connection((found.hostname, found.port or 8786), CONNECT_SECONDS).close()
+        except (OSError, ValueError) as error:
+            raise UserError(
+                f"dask.address {settings.address}: no Dask scheduler answers there ({error})"
+            ) from None
 
 
 def open_fan_out(config: RunConfig) -> DaskFanOut | None:

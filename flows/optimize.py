@@ -42,7 +42,7 @@ def prepare_run(config: RunConfig) -> DataSplits:
     failed flow run with a traceback.
     """
     resolve_metric(config.metric)
-    check_task_runner(config.task_runner)
+    check_task_runner(config.task_runner, config.dask)
     for settings in config.models.roles():
         llm.check_model(settings)
     examples = fit_to_context(
@@ -238,8 +238,8 @@ async def optimize_prompt(
     )
     run = trainer.run
     await trainer.publisher.started()
-    gateway.remote = open_fan_out(config)
     try:
+        gateway.remote = open_fan_out(config)
         await trainer.train()
         run.status = "completed"
     except RunStopped as stopped:

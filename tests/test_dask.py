@@ -8,6 +8,7 @@ that stayed here.
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 
 import pytest
@@ -88,4 +89,15 @@ def test_dask_runner_without_prefect_dask_is_a_config_error(
     monkeypatch.setattr(builtins, "__import__", no_prefect_dask)
     with pytest.raises(UserError, match=r"task_runner: dask needs prefect-dask"):
         asyncio.run(optimize_prompt(demo_config(tmp_path, task_runner="dask")))
+    assert not (tmp_path / "runs.duckdb").exists()
+
+
+def test_dask_address_where_no_scheduler_answers_is_a_config_error(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    config = demo_config(tmp_path, task_runner="dask", dask={"address": address})
+
+    with pytest.raises(UserError, match=rf"dask.address {address}: no Dask scheduler answers"):
+        asyncio.run(optimize_prompt(config))
     assert not (tmp_path / "runs.duckdb").exists()
