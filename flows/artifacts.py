@@ -7,8 +7,6 @@ the Artifacts page and every version is linked to the flow run that made it.
 from __future__ import annotations
 
 import asyncio
-import base64
-import threading
 from collections.abc import Coroutine
 from typing import Any
 from uuid import UUID
@@ -23,7 +21,7 @@ from prefect.artifacts import (
 
 from prompt_descent.config import Prompt
 from prompt_descent.records import IterationRecord, Promotion, RunSummary
-from prompt_descent.report import PLOT_NAME, pyplot, report_dir, write_report
+from prompt_descent.report import CHART_NAME, report_dir, svg_data_uri, write_report
 from prompt_descent.store import Store
 
 
@@ -49,20 +47,20 @@ def diff_markdown(before: Prompt, after: Prompt) -> str:
     return "```diff\n" + "\n".join(lines) + "\n```"
 
 
-def plot_markdown(run_id: str, store_path: str) -> str:
-    """The score plot inline (a data: URI, which the Prefect UI renders) and the report's path.
+def chart_markdown(run_id: str, store_path: str) -> str:
+    """The score chart inline (a data: URI, which the Prefect UI renders) and the report's path.
 
     The report is written to `reports/<run id>/` beside the store; a run that made no
-    report (the plot failed) still completes, with a warning in its log.
+    report still completes, with a warning in its log.
     """
     try:
         report = write_report(Store(store_path), run_id, report_dir(store_path, run_id))
     except Exception as error:  # the run is recorded already; a missing picture is no failure
         get_run_logger().warning("no report for %s: %s: %s", run_id, type(error).__name__, error)
         return ""
-    png = base64.b64encode((report.parent / PLOT_NAME).read_bytes()).decode("ascii")
+    chart = (report.parent / CHART_NAME).read_text(encoding="utf-8")
     return (
-        f"## Scores per step\n\n![scores per step](data:image/png;base64,{png})\n\n"
+        f"## Scores per step\n\n![scores per step]({svg_data_uri(chart)})\n\n"
         f"Report with the prompt history and every iteration: `{report}` "
         f"(`prompt-descent report {run_id} --store {store_path}`)\n\n"
     )
@@ -72,9 +70,8 @@ class RunPublisher:
     """Publishes one optimize run's artifacts as it goes.
 
     The run does not wait for the Prefect API: artifacts are sent behind it, in order,
-    and `finished` waits for them all (a failed one fails it). matplotlib, which the
-    summary's plot needs, is imported on a worker thread while the run waits for its
-    first calls, and the plot is drawn on one.
+    and `finished` waits for them all (a failed one fails it). The summary's report and
+    chart are written on a worker thread meanwhile.
     """
 
     def __init__(self, run_id: str, planned_steps: int) -> None:
@@ -95,8 +92,6 @@ class RunPublisher:
         self._publishing = asyncio.create_task(after_previous())
 
     async def started(self) -> None:
-        threading.Thread(target=pyplot, name="import-matplotlib", daemon=True).start()
-
         async def progress() -> None:
             self._progress = await acreate_progress_artifact(
                 0.0,
@@ -154,7 +149,7 @@ class RunPublisher:
             await self._publishing
 
     async def finished(self, run: RunSummary, best: Prompt, store_path: str) -> None:
-        plotting = asyncio.create_task(asyncio.to_thread(plot_markdown, run.run_id, store_path))
+        charting = asyncio.create_task(asyncio.to_thread(chart_markdown, run.run_id, store_path))
         await self.sent()
         if self._progress is not None:
             await aupdate_progress_artifact(self._progress, 100.0)
@@ -176,7 +171,7 @@ class RunPublisher:
             run.seconds,
         )
         stopped = f"\n\nStopped because: {run.stop_reason}" if run.stop_reason else ""
-        plot = await plotting
+        chart = await charting
         await acreate_markdown_artifact(
             f"# {run.name}: {run.status}{stopped}\n\n"
             "| | baseline | best |\n|---|---|---|\n"
@@ -188,7 +183,7 @@ class RunPublisher:
             f"cost ${run.usage.cost_usd:.4f}, {run.seconds:.1f} s.\n\n"
             f"DuckDB run id `{run.run_id}` in `{store_path}`: "
             f"`prompt-descent show {run.run_id} --store {store_path}`\n\n"
-            f"{plot}"
+            f"{chart}"
             f"## Best prompt\n\n{prompt_markdown(best)}",
             key=_key(self.run_id, "summary"),
             description=f"{self.run_id}: baseline vs best",

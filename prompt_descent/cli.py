@@ -180,8 +180,8 @@ def report(
     ] = None,
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
-    """Write a run's HTML report (score plot, prompt history with diffs, iterations)."""
-    from prompt_descent.report import report_dir, write_report
+    """Write a run's HTML report (score chart, prompt history with diffs, iterations)."""
+    from prompt_descent.report import CHART_NAME, report_dir, write_report
     from prompt_descent.store import Store
 
     try:
@@ -189,7 +189,7 @@ def report(
     except KeyError:
         _fail(UserError(f"no run '{run}' in {store}; `prompt-descent runs` lists them"))
     console.print(f"report: {path}")
-    console.print(f"plot:   {path.parent / 'scores.png'}")
+    console.print(f"chart:  {path.parent / CHART_NAME}")
 
 
 # -- the prompt registry and putting registered prompts to work ----------------------------

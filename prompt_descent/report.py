@@ -1,4 +1,4 @@
-"""A run as a picture and a page: the score plot (PNG) and a self-contained HTML report.
+"""A run as a picture and a page: the score chart (SVG) and a self-contained HTML report.
 
 Everything comes from the run's DuckDB rows, so a report can be made for any run
 at any time (`prompt-descent report RUN`), and the optimize flow makes one at the
@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+from prompt_descent.chart import Proposal, score_chart
 from prompt_descent.config import Prompt
 from prompt_descent.store import Store
 
-PLOT_NAME = "scores.png"
+CHART_NAME = "scores.svg"
 REPORT_NAME = "report.html"
 
 
@@ -30,7 +29,7 @@ def report_dir(store_path: str | Path, run_id: str) -> Path:
 
 @dataclass
 class RunHistory:
-    """The rows of one run that the plot and the report are made from."""
+    """The rows of one run that the chart and the report are made from."""
 
     run: dict[str, Any]
     iterations: list[dict[str, Any]]
@@ -98,91 +97,34 @@ class RunHistory:
         return points
 
 
-# --- the plot -----------------------------------------------------------------------------
-
-_ACCEPTED, _REJECTED, _CURRENT, _VAL = "#2ca02c", "#d62728", "#555555", "#1f77b4"
+# --- the chart ----------------------------------------------------------------------------
 
 
-def pyplot() -> ModuleType:
-    """matplotlib's pyplot, off screen. Imported on first use: the import takes seconds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_png(history: RunHistory) -> bytes:
-    """Two panels over the steps: train batch before/after each proposal, and val."""
-    from matplotlib.lines import Line2D
-
-    plt = pyplot()
+def chart_svg(history: RunHistory) -> str:
     run = history.run
-    steps = max(history.steps(), 1)
-    fig, (top, bottom) = plt.subplots(
-        2, 1, figsize=(9.5, 5.4), dpi=90, sharex=True, height_ratios=[3, 2]
-    )
-    for it in history.iterations:
-        step, proposal = it["step"], it["proposal"]
-        if it["batch_before"] is not None:
-            top.plot(step, it["batch_before"], "o", color=_CURRENT, ms=7, zorder=3)
-        if proposal == 0 or it["batch_after"] is None:
-            if proposal > 0 and it["batch_before"] is not None:  # rejected before scoring
-                x = step + 0.1 * proposal
-                top.plot(x, it["batch_before"], "x", color=_REJECTED, ms=7, mew=2)
-            continue
-        x = step + 0.1 * proposal
-        colour = _ACCEPTED if it["accepted"] else _REJECTED
-        top.plot([step, x], [it["batch_before"], it["batch_after"]], "-", color=colour, lw=1)
-        top.plot(x, it["batch_after"], "^" if it["accepted"] else "v", color=colour, ms=8)
-    top.set_ylabel("train batch score")
-    top.set_ylim(-0.1, 1.08)
-    top.grid(alpha=0.3)
-    top.legend(
-        handles=[
-            Line2D([], [], marker="o", ls="", color=_CURRENT, label="current prompt"),
-            Line2D([], [], marker="^", ls="", color=_ACCEPTED, label="accepted candidate"),
-            Line2D([], [], marker="v", ls="", color=_REJECTED, label="rejected candidate"),
-            Line2D([], [], marker="x", ls="", color=_REJECTED, label="rejected, not scored"),
+    return score_chart(
+        title=f"{run['name']} ({run['run_id']}): {run['status']}",
+        steps=history.steps(),
+        proposals=[
+            Proposal(
+                step=it["step"],
+                proposal=it["proposal"],
+                batch_before=it["batch_before"],
+                batch_after=it["batch_after"],
+                val_after=it["val_after"],
+                accepted=it["accepted"],
+            )
+            for it in history.iterations
         ],
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1.0),
-        fontsize=8,
+        val_by_step=history.val_by_step(),
+        best_test=run["best_test"],
+        baseline_test=run["baseline_test"],
     )
 
-    points = history.val_by_step()
-    if points:
-        xs, ys = zip(*points, strict=True)
-        bottom.step(xs, ys, where="post", color=_VAL, lw=2, label="val, current prompt")
-        for it in history.accepted:
-            bottom.plot(it["step"], it["val_after"], "*", color=_ACCEPTED, ms=14, zorder=3)
-            top.axvline(it["step"], color=_ACCEPTED, alpha=0.15, lw=6)
-        bottom.plot([], [], "*", color=_ACCEPTED, ms=10, ls="", label="accepted")
-    if run["best_test"] is not None:
-        bottom.axhline(run["best_test"], color="#ff7f0e", ls="--", lw=1, label="test, best")
-    if run["baseline_test"] is not None:
-        bottom.axhline(run["baseline_test"], color="#999999", ls=":", lw=1, label="test, baseline")
-    bottom.set_ylabel("val score")
-    bottom.set_xlabel("step")
-    bottom.set_ylim(-0.05, 1.08)
-    bottom.set_xlim(-0.3, steps + 0.6)
-    bottom.set_xticks(range(0, steps + 1), ["baseline", *map(str, range(1, steps + 1))])
-    bottom.grid(alpha=0.3)
-    bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    fig.suptitle(f"{run['name']} ({run['run_id']}): {run['status']}", fontsize=11)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
 
-
-def write_plot(store: Store, run_id: str, out_dir: str | Path) -> Path:
-    path = Path(out_dir) / PLOT_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(plot_png(RunHistory.load(store, run_id)))
-    return path
+def svg_data_uri(svg: str) -> str:
+    """The chart as an <img> source: the Prefect UI renders images, not inline SVG."""
+    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")
 
 
 # --- the HTML report -----------------------------------------------------------------------
@@ -335,16 +277,15 @@ def _iterations_html(history: RunHistory) -> str:
     return f"<table id=iterations><tr>{head}</tr>{body}</table>"
 
 
-def render_html(history: RunHistory, png: bytes) -> str:
+def render_html(history: RunHistory, chart: str) -> str:
     run = history.run
-    image = base64.b64encode(png).decode("ascii")
     return (
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
         f"<title>{_e(run['name'])} {_e(run['run_id'])}: prompt-descent report</title>"
         f"<style>{_STYLE}</style></head><body>"
         f"<h1>{_e(run['name'])} <span class=meta>{_e(run['run_id'])}</span></h1>"
         f"{_summary_html(history)}"
-        f'<h2>Scores per step</h2><img alt="scores per step" src="data:image/png;base64,{image}">'
+        f'<h2>Scores per step</h2><img alt="scores per step" src="{svg_data_uri(chart)}">'
         f"<h2>Prompt history</h2>{_history_html(history)}"
         f"<h2>Iterations</h2>{_iterations_html(history)}"
         "</body></html>\n"
@@ -352,12 +293,12 @@ def render_html(history: RunHistory, png: bytes) -> str:
 
 
 def write_report(store: Store, run_id: str, out_dir: str | Path) -> Path:
-    """Write `report.html` (the plot embedded) and `scores.png` into out_dir; returns the HTML."""
+    """Write `report.html` (the chart embedded) and `scores.svg` into out_dir; returns the HTML."""
     history = RunHistory.load(store, run_id)
-    png = plot_png(history)
+    chart = chart_svg(history)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / PLOT_NAME).write_bytes(png)
+    (out / CHART_NAME).write_text(chart, encoding="utf-8")
     path = out / REPORT_NAME
-    path.write_text(render_html(history, png), encoding="utf-8")
+    path.write_text(render_html(history, chart), encoding="utf-8")
     return path

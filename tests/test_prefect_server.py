@@ -311,7 +311,7 @@ def test_artifacts_hold_the_iteration_table_and_the_summary(optimized: Optimized
     text = artifacts["summary"].data
     assert f"| val | {summary.baseline_val:.3f} | {summary.best_val:.3f} |" in text
     assert f"| test | {summary.baseline_test:.3f} | {summary.best_test:.3f} |" in text
-    assert "![scores per step](data:image/png;base64,iVBOR" in text
+    assert "![scores per step](data:image/svg+xml;base64,PHN2Zy" in text  # "<svg"
     report = Path(optimized.config.store).parent / "reports" / summary.run_id / "report.html"
     assert f"`{report}`" in text and report.is_file()
     assert artifacts["progress"].data == 100.0
@@ -381,7 +381,7 @@ def test_ui_shows_the_run_and_its_iteration_table(
     assert first["reason"] in table_page
 
     summary_page = doms["summary"]
-    assert 'src="data:image/png;base64,iVBOR' in summary_page  # the plot, rendered inline
+    assert 'src="data:image/svg+xml;base64,PHN2Zy' in summary_page  # the chart, rendered inline
     assert f"{optimized.summary.best_val:.3f}" in visible_text(summary_page)
 
 

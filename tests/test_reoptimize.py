@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 from typer.testing import CliRunner
@@ -19,7 +21,7 @@ from prompt_descent.config import Prompt, RunConfig
 from prompt_descent.demo import STRICT, YES_NO, demo_script
 from prompt_descent.fake import Script, ScriptedModel
 from prompt_descent.records import Promotion, RegistryEntry
-from prompt_descent.report import RunHistory, write_report
+from prompt_descent.report import RunHistory, svg_data_uri, write_report
 from prompt_descent.store import Store
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "contains_answer.jsonl"
@@ -160,16 +162,25 @@ def test_report_shows_scores_prompt_history_and_iterations(tmp_path: Path, demo:
 
     # the run wrote its report next to the store already
     made = tmp_path / "reports" / summary.run_id
-    assert (made / "report.html").is_file() and (made / "scores.png").is_file()
+    assert (made / "report.html").is_file() and (made / "scores.svg").is_file()
 
     result = CliRunner().invoke(
         app, ["report", summary.run_id, "--out", str(tmp_path / "out"), "--store", str(store.path)]
     )
     assert result.exit_code == 0, result.output
     page = (tmp_path / "out" / "report.html").read_text()
-    png = (tmp_path / "out" / "scores.png").read_bytes()
-    assert png.startswith(b"\x89PNG") and len(png) > 10_000
-    assert 'src="data:image/png;base64,iVBOR' in page and "<script" not in page
+    chart = (tmp_path / "out" / "scores.svg").read_text()
+    shapes = Counter(
+        element.tag.rsplit("}", 1)[-1] for element in ElementTree.fromstring(chart).iter()
+    )
+    history = RunHistory.load(store, summary.run_id)
+    scored = [it for it in history.proposals if it["batch_after"] is not None]
+    # a circle per batch score of the current prompt, a triangle per scored candidate, a star
+    # per accepted one on the val line; each kind once more in the legends
+    assert shapes["circle"] == len(history.iterations) + 1
+    assert shapes["polygon"] == len(scored) + len(history.accepted) + 3
+    assert shapes["path"] == 1
+    assert f'src="{svg_data_uri(chart)}"' in page and "<script" not in page
     history = RunHistory.load(store, summary.run_id)
     assert [p["accepted"] for p in history.proposals].count(True) == 2
     # each accepted prompt, its reason, and the diff line that added its instruction
