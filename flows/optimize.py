@@ -20,7 +20,7 @@ from prompt_descent.context import fit_to_context
 from prompt_descent.datasets import DataSplits, load_examples, split_examples
 from prompt_descent.errors import RunStopped
 from prompt_descent.recorder import RunRecorder
-from prompt_descent.records import RegistryEntry, RunSummary
+from prompt_descent.records import Attempt, RegistryEntry, RunSummary
 from prompt_descent.store import Store
 from tasks.apply import apply
 from tasks.decide import decide
@@ -84,7 +84,7 @@ class Trainer:
         self.recorder.evaluation(prompt, split, scores, label)
         return scores
 
-    async def step(self, step: int, batch: list[Example], history: list[tuple[Prompt, float]]):
+    async def step(self, step: int, batch: list[Example], history: list[Attempt]):
         """Up to max_proposals candidates for one batch; stops at the first accepted one."""
         config, models, logger = self.config, self.config.models, get_run_logger()
         feedback_mode = config.mode == "feedback"
@@ -154,10 +154,12 @@ class Trainer:
             started, usage_before = time.monotonic(), self.gateway.usage.model_copy()
             if candidate.prompt is None:
                 continue
-            tried = validation.val_after
-            if tried is None:
-                tried = validation.batch_after or 0.0
-            history.append((candidate.prompt, tried))
+            outcome = (
+                f"val {validation.val_after:.3f}"
+                if validation.val_after is not None
+                else f"rejected: {decision.reason}"
+            )
+            history.append(Attempt(prompt=candidate.prompt, outcome=outcome))
             if decision.accepted and validation.val is not None:
                 await self.publisher.accepted(step, self.current, candidate.prompt, decision.reason)
                 self.current, self.current_val = candidate.prompt, validation.val
@@ -176,7 +178,7 @@ class Trainer:
         get_run_logger().info(
             "baseline %s: val %.3f, test %s", self.current.id, run.baseline_val, test
         )
-        history = [(self.current, self.current_val.score)]
+        history = [Attempt(prompt=self.current, outcome=f"val {self.current_val.score:.3f}")]
         batches = minibatches(
             splits.train, config.batch_size, config.seed, self.publisher.planned_steps
         )

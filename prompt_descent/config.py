@@ -259,7 +259,9 @@ class RunConfig(Strict):
         "processes of a Dask cluster (prefect-dask), in shards of uncached calls.",
     )
     dask: DaskSettings = DaskSettings()
-    history_size: int = Field(4, ge=0, description="Recent (prompt, score) pairs shown to apply.")
+    history_size: int = Field(
+        4, ge=0, description="Recent attempts (val score or rejection) shown to apply."
+    )
     budget: Budget = Budget()
     retry: RetrySettings = RetrySettings()
     rpm_limits: dict[str, int] = Field(

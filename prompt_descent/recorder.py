@@ -146,7 +146,8 @@ class RunRecorder:
                 prompts=prompts,
                 calls=self.gateway.drain(),
                 predictions=predictions,
-                gradient=(step, proposal, current.id, feedback.text),
+                # one gradient per step, stored with the proposal that paid for it
+                gradient=(step, proposal, current.id, feedback.text) if proposal == 1 else None,
                 iteration=row,
             )
         )

@@ -77,6 +77,16 @@ class Candidate(Record):
     raw: str = ""
 
 
+class Attempt(Record):
+    """A prompt already tried, shown to the apply step with what is known of how it did.
+
+    A candidate rejected early was never fully scored: its outcome is the reason, not a score.
+    """
+
+    prompt: Prompt
+    outcome: str  # "val 0.625", or "rejected: <the decision's reason>"
+
+
 class Validation(Record):
     """A candidate scored against the current prompt: the batch first, then val."""
 

@@ -94,6 +94,8 @@ CREATE TABLE IF NOT EXISTS predictions (
     error VARCHAR,
     PRIMARY KEY (run_id, prompt_id, split, example_id)
 );
+-- One row per step that made proposals, stored with its first (proposal = 1), which paid for
+-- it; files written before hold a copy per proposal. The key is kept so those still open.
 CREATE TABLE IF NOT EXISTS gradients (
     run_id VARCHAR NOT NULL,
     step INTEGER NOT NULL,

@@ -17,14 +17,14 @@ from pydantic import BaseModel, ValidationError
 
 from prompt_descent import llm
 from prompt_descent.config import ModelSettings, Prompt, placeholders, template_error
-from prompt_descent.records import Candidate, Feedback
+from prompt_descent.records import Attempt, Candidate, Feedback
 from prompt_descent.structured import extract_json
 from tasks.gradient import describe_prompt
 from tasks.options import STEP_OPTIONS
 
 APPLY_SYSTEM = (
     "You improve prompts for a language model. Given the current prompt, feedback on its "
-    "mistakes and earlier attempts with their scores, write an improved prompt. Keep every "
+    "mistakes and earlier attempts and how they fared, write an improved prompt. Keep every "
     "{placeholder} of the template exactly as it is and add no new ones: the template is filled "
     "from the data. Reply with only a JSON object: "
     '{"system": "<the new system prompt>", "template": "<the new template>"}.'
@@ -52,12 +52,10 @@ class ProposedPrompt(BaseModel):
 def apply_messages(
     prompt: Prompt,
     feedback: Feedback,
-    history: list[tuple[Prompt, float]],
+    history: list[Attempt],
     rejections: list[str] = (),
 ) -> list[dict[str, str]]:
-    tried = "\n\n".join(
-        f"Attempt scoring {score:.2f}:\n{describe_prompt(p)}" for p, score in history
-    )
+    tried = "\n\n".join(f"Attempt ({a.outcome}):\n{describe_prompt(a.prompt)}" for a in history)
     refused = "".join(f"\n- {reason}" for reason in rejections)
     return [
         {"role": "system", "content": APPLY_SYSTEM},
@@ -86,9 +84,7 @@ def _rejected(reason: str) -> Candidate:
     return Candidate(prompt=None, rejected_because=reason)
 
 
-def check_candidate(
-    current: Prompt, proposal: ProposedPrompt, history: list[tuple[Prompt, float]]
-) -> Candidate:
+def check_candidate(current: Prompt, proposal: ProposedPrompt, history: list[Attempt]) -> Candidate:
     system = _WRAPPER_TAGS.sub("", proposal.system).strip()
     template = _WRAPPER_TAGS.sub("", proposal.template or "").strip() or current.template
     if not system:
@@ -107,7 +103,7 @@ def check_candidate(
     candidate = Prompt(system=system, template=template)
     if candidate.id == current.id:
         return _rejected("candidate is identical to the current prompt")
-    if any(candidate.id == p.id for p, _ in history):
+    if any(candidate.id == a.prompt.id for a in history):
         return _rejected("candidate was already tried")
     return Candidate(prompt=candidate)
 
@@ -154,7 +150,7 @@ def clean_messages(proposal: ProposedPrompt) -> list[dict[str, str]]:
 async def apply_gradient(
     prompt: Prompt,
     feedback: Feedback,
-    history: list[tuple[Prompt, float]],
+    history: list[Attempt],
     settings: ModelSettings,
     clean: bool = False,
     rejections: list[str] = (),
@@ -190,7 +186,7 @@ async def apply_gradient(
 async def apply(
     prompt: Prompt,
     feedback: Feedback,
-    history: list[tuple[Prompt, float]],
+    history: list[Attempt],
     settings: ModelSettings,
     clean: bool = False,
     rejections: list[str] = (),

@@ -32,7 +32,7 @@ def script(model: str, messages: list[dict[str, str]]) -> str:
     if system.startswith("You are an expert prompt engineer"):
         return f"Add '{MARKER}' to the prompt."
     if system.startswith("You improve prompts"):
-        first_attempt = user.count("Attempt scoring") == 1  # only the baseline so far
+        first_attempt = user.count("Attempt (") == 1  # only the baseline so far
         added = WORSE if first_attempt else MARKER
         return json.dumps({"system": f"{BASE_SYSTEM} {added}", "template": "{input}"})
     number = int(re.search(r"q(\d+)", user).group(1))

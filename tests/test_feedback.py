@@ -13,6 +13,7 @@ from flows.optimize import optimize_prompt
 from prompt_descent.config import RunConfig
 
 TEXTS = [f"note {i}: the meeting moved to room {i}" for i in range(24)]
+CRITIQUE = "1. Clarity: it does not ask for brevity. 4. Suggestion: ask for concise answers."
 
 
 def write_inputs(tmp_path: Path) -> Path:
@@ -29,9 +30,7 @@ def feedback_script(revision: str):
         if system.startswith("You grade answers"):
             return "9" if "short answer" in messages[-1]["content"] else "3"
         if system.startswith("You are an expert prompt engineer"):
-            return (
-                "1. Clarity: it does not ask for brevity. 4. Suggestion: ask for concise answers."
-            )
+            return CRITIQUE
         if system.startswith("You improve prompts"):
             return json.dumps(
                 {"system": f"Here is the improved prompt: {revision}", "template": "{input}"}
@@ -82,10 +81,12 @@ def test_judged_revision_is_accepted_and_cleaned_of_meta_commentary(
             "SELECT system FROM prompts WHERE prompt_id = ?", [summary.best_prompt]
         ).fetchone()
         (mode,) = con.execute("SELECT mode FROM runs").fetchone()
-        critiques = con.execute("SELECT feedback FROM gradients").fetchall()
+        critiques = con.execute("SELECT step, proposal, feedback FROM gradients").fetchall()
+        steps = con.execute("SELECT DISTINCT step FROM iterations WHERE proposal > 0").fetchall()
     assert system == "Summarise the note. Be CONCISE."
     assert mode == "feedback"
-    assert critiques and "Suggestion" in critiques[0][0]
+    # the critique is the gradient: stored once per step that made proposals
+    assert sorted(critiques) == [(step, 1, CRITIQUE) for (step,) in sorted(steps)]
 
 
 def test_worse_revision_is_rejected_when_judged_but_taken_by_always_accept(

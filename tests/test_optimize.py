@@ -32,6 +32,7 @@ from prompt_descent.errors import ModelError, UserError
 from prompt_descent.fake import Script, ScriptedModel
 from prompt_descent.records import RunSummary
 from prompt_descent.store import Store
+from tasks.gradient import describe_prompt
 
 Messages = list[dict[str, str]]
 RegisterModel = Callable[[Script], ScriptedModel]
@@ -112,6 +113,16 @@ def marker_fixes_all(system: str, number: int) -> bool:
 
 def calls_of(model: ScriptedModel, role: str) -> list[Messages]:
     return [messages for _, messages in model.calls if role_of(messages) == role]
+
+
+def feedback_shown_to_apply(model: ScriptedModel) -> list[str]:
+    """The gradient text each apply request was written from, in order."""
+    shown = [
+        re.search(r"\nFeedback:\n(.*?)\n\n", m[1]["content"], re.S)
+        for m in calls_of(model, "apply")
+    ]
+    assert all(shown)
+    return [s.group(1) for s in shown]
 
 
 # --- config, run, read back ----------------------------------------------------------------
@@ -212,7 +223,7 @@ def test_improving_candidate_is_accepted_and_registered(
 
 def worse_each_time(messages: Messages) -> str:
     """A new worse prompt per attempt (each earlier attempt is listed in the message)."""
-    attempt = messages[-1]["content"].count("Attempt scoring")
+    attempt = messages[-1]["content"].count("Attempt (")
     return proposal(f"{BASE_SYSTEM} Guess wildly, version {attempt}.")
 
 
@@ -249,14 +260,38 @@ def test_worse_candidate_is_rejected_and_baseline_kept(
     ]
     assert 0 < len(failing) < len(batch_ids)
     assert sorted(candidate_inputs) == sorted(list(failing) * 2)
-    # one gradient serves the batch; the second proposal is told why the first was rejected
+    # one gradient serves the batch, stored once; the second proposal is told why the first
+    # was rejected
     assert len(calls_of(model, "gradient")) == 1
+    (stored,) = rows(config, "SELECT step, proposal, feedback FROM gradients")
+    assert (stored["step"], stored["proposal"]) == (1, 1)
+    assert feedback_shown_to_apply(model) == [stored["feedback"]] * 2
     second_apply = calls_of(model, "apply")[1][-1]["content"]
     assert "Proposals already rejected for these examples:\n- not better on the batch" in (
         second_apply
     )
     (entry,) = rows(config, "SELECT prompt_id, champion FROM registry")
     assert entry == {"prompt_id": config.prompt.id, "champion": True}
+
+
+def test_apply_is_told_what_is_known_of_each_earlier_attempt(
+    tmp_path: Path, fake_model: RegisterModel
+) -> None:
+    model = fake_model(script_for(marker_only, apply=worse_each_time))
+    config = make_config(tmp_path, max_proposals=2)
+
+    summary = run(config)
+
+    first, _ = iterations(config, summary.run_id)
+    assert first["batch_after"] is None  # stopped before the whole batch was scored
+    second_apply = calls_of(model, "apply")[1][-1]["content"]
+    assert f"Attempt (val {summary.baseline_val:.3f}):\n{describe_prompt(config.prompt)}" in (
+        second_apply
+    )
+    # the rejected candidate was never fully scored: it is shown with why, not with a score
+    rejected = Prompt(system=f"{BASE_SYSTEM} Guess wildly, version 1.")
+    assert f"Attempt (rejected: {first['reason']}):\n{describe_prompt(rejected)}" in second_apply
+    assert "scoring" not in second_apply
 
 
 def test_candidate_better_on_batch_but_worse_on_val_is_rejected_early(
@@ -506,9 +541,10 @@ def test_duckdb_rows_match_what_happened(tmp_path: Path, fake_model: RegisterMod
     assert evaluations["best test"]["score"] == summary.best_test
     assert evaluations["best test"]["prompt_id"] == summary.best_prompt
 
+    # one gradient for the one step that made proposals: what they were written from
     gradients = rows(config, "SELECT * FROM gradients WHERE run_id = ?", run_id)
-    assert len(gradients) == summary.proposals
-    assert all(MARKER in g["feedback"] for g in gradients)
+    assert [(g["step"], g["proposal"]) for g in gradients] == [(1, 1)]
+    assert [g["feedback"] for g in gradients] == feedback_shown_to_apply(model)
     prompt_ids = {p["prompt_id"] for p in rows(config, "SELECT prompt_id FROM prompts")}
     assert {summary.baseline_prompt, summary.best_prompt} <= prompt_ids
 
