@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
-import pyarrow as pa
 
 from prompt_descent.config import ModelSettings, Prompt
 from prompt_descent.records import (
@@ -367,7 +366,8 @@ class Store:
                     "examples": examples,
                     "label": label,
                 }
-        upsert = "INSERT INTO {} BY NAME SELECT * FROM new_rows ON CONFLICT DO "
+        # {rows}: the new rows, one list parameter per column, zipped by unnest
+        upsert = "INSERT INTO {} BY NAME {{rows}} ON CONFLICT DO "
         statements = [
             (prompts, upsert.format("prompts") + "NOTHING"),
             (calls, upsert.format("llm_calls") + "NOTHING"),
@@ -378,7 +378,7 @@ class Store:
                 "error = excluded.error",
             ),
             (gradients, upsert.format("gradients") + "NOTHING"),
-            (iterations, "INSERT OR REPLACE INTO iterations BY NAME SELECT * FROM new_rows"),
+            (iterations, "INSERT OR REPLACE INTO iterations BY NAME {rows}"),
             (
                 evaluations,
                 upsert.format("evaluations")
@@ -391,9 +391,11 @@ class Store:
 
         def write(con: duckdb.DuckDBPyConnection) -> None:
             for rows, sql in writes:
-                con.register("new_rows", pa.Table.from_pylist(rows))
-                con.execute(sql)
-                con.unregister("new_rows")
+                columns = list(rows[0])
+                select = "SELECT " + ", ".join(
+                    f"unnest(${i}) AS {column}" for i, column in enumerate(columns, start=1)
+                )
+                con.execute(sql.format(rows=select), [[row[c] for row in rows] for c in columns])
 
         self._run(write)
 
