@@ -104,7 +104,7 @@ class Trainer:
             self.answers,
             label=f"step {step}",
         )
-        reasons: list[str] = []
+        unusable: list[str] = []
         for proposal in range(1, config.max_proposals + 1):
             label = f"step {step} proposal {proposal}"
             candidate = await apply(
@@ -113,7 +113,7 @@ class Trainer:
                 history[-config.history_size :],
                 models.apply,
                 feedback_mode and config.feedback.clean,
-                reasons,
+                unusable,
                 label=label,
             )
             validation = await validate(
@@ -150,9 +150,9 @@ class Trainer:
                 "accepted" if decision.accepted else "rejected",
                 decision.reason,
             )
-            reasons.append(decision.reason)
             started, usage_before = time.monotonic(), self.gateway.usage.model_copy()
-            if candidate.prompt is None:
+            if candidate.prompt is None:  # not in the history: apply is told apart
+                unusable.append(decision.reason)
                 continue
             outcome = (
                 f"val {validation.val_after:.3f}"

@@ -65,7 +65,7 @@ def apply_messages(
                 f"Current prompt:\n{describe_prompt(prompt)}\n\nFeedback:\n{feedback.text}\n\n"
                 + (f"Earlier attempts (do not repeat them):\n{tried}\n\n" if tried else "")
                 + (
-                    f"Proposals already rejected for these examples:{refused}\n\n"
+                    f"Proposals for these examples that could not be used:{refused}\n\n"
                     if refused
                     else ""
                 )

@@ -4,7 +4,7 @@ Metric mode: the text gradient is built from everything known about the failing
 examples: the prompt, each input, the model's output, the target and the score.
 Feedback mode (no targets): it is a critique of the prompt by all its answers.
 The gradient depends only on the current prompt and the batch, so one call serves
-every proposal for the batch; the apply step is shown what was already rejected.
+every proposal for the batch; the apply step is shown how the earlier ones fared.
 """
 
 from __future__ import annotations

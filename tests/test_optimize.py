@@ -261,15 +261,14 @@ def test_worse_candidate_is_rejected_and_baseline_kept(
     assert 0 < len(failing) < len(batch_ids)
     assert sorted(candidate_inputs) == sorted(list(failing) * 2)
     # one gradient serves the batch, stored once; the second proposal is told why the first
-    # was rejected
+    # was rejected, once
     assert len(calls_of(model, "gradient")) == 1
     (stored,) = rows(config, "SELECT step, proposal, feedback FROM gradients")
     assert (stored["step"], stored["proposal"]) == (1, 1)
     assert feedback_shown_to_apply(model) == [stored["feedback"]] * 2
     second_apply = calls_of(model, "apply")[1][-1]["content"]
-    assert "Proposals already rejected for these examples:\n- not better on the batch" in (
-        second_apply
-    )
+    first_reason = proposals[0]["reason"]
+    assert second_apply.count(first_reason) == 1 and f"rejected: {first_reason}" in second_apply
     (entry,) = rows(config, "SELECT prompt_id, champion FROM registry")
     assert entry == {"prompt_id": config.prompt.id, "champion": True}
 
@@ -365,17 +364,24 @@ def test_placeholder_dropping_candidate_is_rejected_before_predictions(
     tmp_path: Path, fake_model: RegisterModel
 ) -> None:
     model = fake_model(script_for(marker_fixes_all, apply=drops_input))
-    config = make_config(tmp_path)
+    config = make_config(tmp_path, max_proposals=2)
 
     summary = run(config)
 
     assert summary.status == "completed"
     assert summary.accepted == 0
-    (it,) = iterations(config, summary.run_id)
-    assert it["reason"] == "candidate drops placeholder {input}"
-    assert it["candidate_prompt"] is None
-    assert it["batch_after"] is None
+    first, second = iterations(config, summary.run_id)
+    for it in (first, second):
+        assert it["reason"] == "candidate drops placeholder {input}"
+        assert it["candidate_prompt"] is None
+        assert it["batch_after"] is None
     assert not any("Dropped the input" in m[0]["content"] for m in calls_of(model, "task"))
+    # it has no place in the history of attempts: the next apply is told apart
+    second_apply = calls_of(model, "apply")[-1][1]["content"]  # (its repair repeats it)
+    assert (
+        "Proposals for these examples that could not be used:\n"
+        "- candidate drops placeholder {input}" in second_apply
+    )
 
 
 def test_placeholder_renamed_candidate_is_rejected(
