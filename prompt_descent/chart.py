@@ -19,7 +19,8 @@ MAX_STEP_LABELS = 16
 DASHES = {"-": "", "--": "6 3", ":": "2 3"}  # legend and line styles: solid, dashed, dotted
 
 
-def _n(value: float) -> str:
+def _px(value: float) -> str:
+    """A coordinate to a tenth of a pixel, which keeps the file small."""
     return f"{value:.1f}".removesuffix(".0")
 
 
@@ -49,6 +50,8 @@ class StepAxis:
 
 @dataclass
 class Canvas:
+    """The chart's SVG elements, in drawing order."""
+
     elements: list[str] = field(default_factory=list)
 
     def line(
@@ -66,19 +69,19 @@ class Canvas:
             f' stroke-opacity="{opacity}"' if opacity < 1 else ""
         )
         self.elements.append(
-            f'<line x1="{_n(x1)}" y1="{_n(y1)}" x2="{_n(x2)}" y2="{_n(y2)}" '
+            f'<line x1="{_px(x1)}" y1="{_px(y1)}" x2="{_px(x2)}" y2="{_px(y2)}" '
             f'stroke="{colour}" stroke-width="{width}"{extra}/>'
         )
 
     def path(self, points: list[tuple[float, float]], colour: str, width: float) -> None:
-        d = " ".join(f"{'M' if i == 0 else 'L'}{_n(x)},{_n(y)}" for i, (x, y) in enumerate(points))
+        d = "M" + " L".join(f"{_px(x)},{_px(y)}" for x, y in points)
         self.elements.append(
             f'<path d="{d}" fill="none" stroke="{colour}" stroke-width="{width}"/>'
         )
 
     def rect(self, x: float, y: float, w: float, h: float, fill: str, opacity: float = 1) -> None:
         self.elements.append(
-            f'<rect x="{_n(x)}" y="{_n(y)}" width="{_n(w)}" height="{_n(h)}" fill="{fill}" '
+            f'<rect x="{_px(x)}" y="{_px(y)}" width="{_px(w)}" height="{_px(h)}" fill="{fill}" '
             f'fill-opacity="{opacity}"/>'
         )
 
@@ -91,9 +94,9 @@ class Canvas:
         size: int = 11,
         rotate: bool = False,
     ) -> None:
-        turn = f' transform="rotate(-90 {_n(x)} {_n(y)})"' if rotate else ""
+        turn = f' transform="rotate(-90 {_px(x)} {_px(y)})"' if rotate else ""
         self.elements.append(
-            f'<text x="{_n(x)}" y="{_n(y)}" font-size="{size}" text-anchor="{anchor}"{turn}>'
+            f'<text x="{_px(x)}" y="{_px(y)}" font-size="{size}" text-anchor="{anchor}"{turn}>'
             f"{escape(content)}</text>"
         )
 
@@ -101,7 +104,9 @@ class Canvas:
         """o circle, ^ and v triangles, x cross, * star: the chart's legend explains them."""
         r = size / 2
         if kind == "o":
-            self.elements.append(f'<circle cx="{_n(x)}" cy="{_n(y)}" r="{_n(r)}" fill="{colour}"/>')
+            self.elements.append(
+                f'<circle cx="{_px(x)}" cy="{_px(y)}" r="{_px(r)}" fill="{colour}"/>'
+            )
         elif kind == "x":
             self.line(x - r, y - r, x + r, y + r, colour, 2)
             self.line(x - r, y + r, x + r, y - r, colour, 2)
@@ -115,7 +120,7 @@ class Canvas:
             else:
                 tip = -r if kind == "^" else r
                 corners = [(x, y + tip), (x - r, y - tip), (x + r, y - tip)]
-            points = " ".join(f"{_n(px)},{_n(py)}" for px, py in corners)
+            points = " ".join(f"{_px(px)},{_px(py)}" for px, py in corners)
             self.elements.append(f'<polygon points="{points}" fill="{colour}"/>')
 
     def svg(self) -> str:
@@ -158,8 +163,8 @@ def _frame(canvas: Canvas, panel: Panel, axis: StepAxis, steps: int, label: str)
     for step in _labelled_steps(steps):
         canvas.line(axis.x(step), panel.top, axis.x(step), panel.bottom, "#000", 1, opacity=0.08)
     canvas.elements.append(
-        f'<rect x="{PLOT_LEFT}" y="{_n(panel.top)}" width="{PLOT_RIGHT - PLOT_LEFT}" '
-        f'height="{_n(panel.bottom - panel.top)}" fill="none" stroke="#444"/>'
+        f'<rect x="{PLOT_LEFT}" y="{_px(panel.top)}" width="{PLOT_RIGHT - PLOT_LEFT}" '
+        f'height="{_px(panel.bottom - panel.top)}" fill="none" stroke="#444"/>'
     )
     canvas.text(16, (panel.top + panel.bottom) / 2, label, anchor="middle", rotate=True)
 
