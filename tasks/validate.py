@@ -42,6 +42,13 @@ def hardest_first(examples: list[Example], current: SplitScore) -> list[Example]
     return sorted(examples, key=lambda e: score_of.get(e.id, 0.0))
 
 
+def out_of_reach(reachable: float, target: float, strict: bool) -> bool:
+    """Whether a best reachable score sum can no longer beat `target` (or, not `strict`,
+    reach it)."""
+    margin = reachable - target
+    return margin <= TOLERANCE if strict else margin < -TOLERANCE
+
+
 def examples_to_fall_short(margin: float, strict: bool) -> int:
     """The fewest further examples after which a candidate with this margin over the
     target (counting every unscored example as right) can be out of reach."""
@@ -67,13 +74,12 @@ async def score_while_reachable(
     total = 0.0
     while len(scored) < len(examples):
         reachable = total + len(examples) - len(scored)
-        margin = reachable - target
-        if not exhaustive and (margin <= TOLERANCE if strict else margin < -TOLERANCE):
+        if not exhaustive and out_of_reach(reachable, target, strict):
             break
         size = (
             len(examples)
             if exhaustive
-            else min(examples_to_fall_short(margin, strict), concurrency)
+            else min(examples_to_fall_short(reachable - target, strict), concurrency)
         )
         chunk = examples[len(scored) : len(scored) + size]
         predictions = await generate_predictions(prompt, chunk, task_model, concurrency)
@@ -105,10 +111,11 @@ async def validate_candidate(
         return result.model_copy(update={"stopped_because": candidate.rejected_because})
     prompt = candidate.prompt
 
+    batch_target, val_target = _total(current_batch), _total(current_val)
     on_batch, batch_reachable = await score_while_reachable(
         prompt,
         hardest_first(batch, current_batch),
-        _total(current_batch),
+        batch_target,
         True,
         spec,
         task_model,
@@ -120,7 +127,7 @@ async def validate_candidate(
     complete = len(on_batch.predictions) == len(batch)
     if complete:
         result = result.model_copy(update={"batch_after": on_batch.score})
-    if batch_reachable <= _total(current_batch) + TOLERANCE and not exhaustive:
+    if out_of_reach(batch_reachable, batch_target, strict=True) and not exhaustive:
         if complete:
             why = f" ({on_batch.score:.3f} vs {current_batch.score:.3f})"
         else:
@@ -133,7 +140,7 @@ async def validate_candidate(
     on_val, val_reachable = await score_while_reachable(
         prompt,
         hardest_first(val, current_val),
-        _total(current_val),
+        val_target,
         False,
         spec,
         task_model,
@@ -144,7 +151,7 @@ async def validate_candidate(
     result = result.model_copy(
         update={"val": on_val, "val_examples_scored": len(on_val.predictions)}
     )
-    if val_reachable < _total(current_val) - TOLERANCE and not exhaustive:
+    if out_of_reach(val_reachable, val_target, strict=False) and not exhaustive:
         return result.model_copy(
             update={
                 "stopped_because": (
