@@ -207,6 +207,14 @@ def header(title: str, machine_line: str, started: str, commands: str | None = N
     )
 
 
+def save_json(path: Path, data: object) -> None:
+    """Write a results file whole or not at all (a run interrupted mid-write keeps the old one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".tmp")
+    partial.write_text(json.dumps(data, indent=1))
+    partial.replace(path)
+
+
 def write_section(name: str, body: str) -> None:
     """Replace the `<!-- name:start -->` … `<!-- name:end -->` block (or append it)."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"

@@ -20,22 +20,16 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before litellm 
 
 import argparse
 import json
-import platform
-import re
 import statistics
 import time
-from datetime import UTC, datetime
-from pathlib import Path
 
 import litellm
+from _common import BENCHMARKS, header, machine, markdown_table, now, write_section
 from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
 from prompt_descent import local
-
-BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
-START, END = "<!-- local_speed:start -->", "<!-- local_speed:end -->"
 
 INSTRUCTIONS = """\
 You check reading-comprehension data. You are given a short text and a question.
@@ -222,43 +216,24 @@ def row(r: Result) -> list[str]:
     ]
 
 
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        match = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
-        cpu = match.group(1).strip() if match else cpu
-    except OSError:
-        pass
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    usable = len(os.sched_getaffinity(0))
-    return f"{os.cpu_count()} CPUs ({usable} usable), {cpu}, load average before the run {load}"
-
-
-def markdown(results: list[Result], command: str, machine_line: str) -> str:
+def markdown(results: list[Result], machine_line: str, started: str) -> str:
     first: dict[str, Result] = {}
     for r in results:
         first.setdefault(r.model, r)
+    machine_line += f"; llama-cpp-python {_llama_version()}, n_ctx {local.n_ctx()}"
     lines = [
-        START,
-        "## Local models: speed (bench/local_speed.py)",
-        "",
-        f"- command: `{command}`",
-        f"- machine: {machine_line}; llama-cpp-python {_llama_version()}, n_ctx {local.n_ctx()}",
-        f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        header("Local models: speed (bench/local_speed.py)", machine_line, started).rstrip("\n"),
         f"- classification call: ~{results[0].prompt_tokens:.0f} prompt tokens, max_tokens 8, "
         f"{len(CASES)} calls per column; usable JSON = parses, non-empty string keys "
         '"system" and "template", template contains {input}',
         "- llama.cpp threads wait for each other at every step: when other processes keep the "
         "CPUs busy, fewer threads can be much faster (set PROMPT_DESCENT_N_THREADS)",
         "",
-        "| " + " | ".join(HEADERS) + " |",
-        "|" + "---|" * len(HEADERS),
-        *("| " + " | ".join(row(r)) + " |" for r in results),
+        markdown_table(HEADERS, [row(r) for r in results]),
         "",
         "First JSON reply per model:",
         "",
         *(f"- `{r.model}`: `{r.sample_json[:300]}`" for r in first.values()),
-        END,
     ]
     return "\n".join(lines) + "\n"
 
@@ -267,16 +242,6 @@ def _llama_version() -> str:
     import llama_cpp
 
     return llama_cpp.__version__
-
-
-def write_section(section: str) -> None:
-    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + section.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    BENCHMARKS.write_text(text)
 
 
 def main() -> None:
@@ -293,7 +258,7 @@ def main() -> None:
     local.register()
     models = args.models or [m.name for m in local.describe_models() if m.installed]
     console = Console(width=200)
-    machine_line = machine()  # before our own load counts in the load average
+    started, machine_line = now(), machine()  # before our own load counts in the load average
     results = []
     for threads in args.threads or [local.n_threads()]:
         os.environ["PROMPT_DESCENT_N_THREADS"] = str(threads)  # read when a model loads
@@ -306,14 +271,9 @@ def main() -> None:
     console.print(table)
     for r in results:
         console.print(f"{r.model} JSON: {r.sample_json[:200]}")
-    machine_line += ", after " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    machine_line += "; load average after the run " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
     if not args.no_write and results:
-        command = "python bench/local_speed.py"
-        if args.models:
-            command += " --models " + " ".join(args.models)
-        if args.threads:
-            command += " --threads " + " ".join(map(str, args.threads))
-        write_section(markdown(results, command, machine_line))
+        write_section("local_speed", markdown(results, machine_line, started))
         console.print(f"updated {BENCHMARKS}")
 
 

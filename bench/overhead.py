@@ -31,7 +31,16 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from _common import RESULTS, Caller, header, machine, markdown_table, now, write_section
+from _common import (
+    RESULTS,
+    Caller,
+    header,
+    machine,
+    markdown_table,
+    now,
+    save_json,
+    write_section,
+)
 from ape_loop import ape_loop
 from calls import script, write_dataset
 from prefect import flow
@@ -315,8 +324,7 @@ async def main_async(args: argparse.Namespace) -> None:
             ape = await median_of(args.repeat, run_ape, latency, concurrency)
             results[key] = {"latency": latency, "c": concurrency, "pd": pd, "ape": ape}
             if not args.no_write:  # written cell by cell, so --resume can pick up after a stop
-                RESULT_FILE.parent.mkdir(parents=True, exist_ok=True)
-                RESULT_FILE.write_text(json.dumps(results, indent=1))
+                save_json(RESULT_FILE, results)
             print(markdown_table(HEADERS, rows_for({key: results[key]})).splitlines()[-1],
                   flush=True)  # fmt: skip
     print(markdown_table(HEADERS, rows_for(results)))

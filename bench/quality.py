@@ -34,6 +34,7 @@ from _common import (
     markdown_table,
     mean,
     now,
+    save_json,
     score,
     write_section,
 )
@@ -82,13 +83,6 @@ def load_results() -> dict:
     if RESULT_FILE.exists():
         return json.loads(RESULT_FILE.read_text())
     return {"cells": {}, "test_scores": {}}
-
-
-def save_results(results: dict) -> None:
-    RESULT_FILE.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULT_FILE.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    tmp.replace(RESULT_FILE)
 
 
 _DEDUPED = Path(tempfile.mkdtemp(prefix="pd-bench-bbh-"))
@@ -212,7 +206,7 @@ async def run_all(seeds: list[int]) -> None:
                     "prompt": {"system": best.system, "template": best.template},
                     "finished": now(),
                 }
-                save_results(results)
+                save_json(RESULT_FILE, results)
                 print(
                     f"{key}: test {accuracy:.3f}, calls {sum(calls.values())} {calls}, "
                     f"{seconds:.0f} s, {detail}",
@@ -333,7 +327,7 @@ def main() -> None:
     results.setdefault("machine", machine())
     results.setdefault("started", now())
     results.setdefault("n_threads", os.environ.get("PROMPT_DESCENT_N_THREADS", "all"))
-    save_results(results)
+    save_json(RESULT_FILE, results)
     if not args.table_only:
         try:
             asyncio.run(run_all(args.seeds))

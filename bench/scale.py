@@ -31,6 +31,7 @@ from _common import (
     markdown_table,
     measured_in_child,
     now,
+    save_json,
     write_section,
 )
 
@@ -202,8 +203,7 @@ def main() -> None:
         results.append(measured_in_child(__file__, ["--one", str(size)], f"N={size}"))
         print(f"N={size}: {results[-1]['wall']:.1f} s, {results[-1]['calls']} calls", flush=True)
     if not args.no_write:
-        RESULT_FILE.parent.mkdir(parents=True, exist_ok=True)
-        RESULT_FILE.write_text(json.dumps(results, indent=1))
+        save_json(RESULT_FILE, results)
     text = table(results)
     print(text)
     first, last = results[0], results[-1]

@@ -32,6 +32,7 @@ from _common import (
     markdown_table,
     measured_in_child,
     now,
+    save_json,
     write_section,
 )
 
@@ -170,8 +171,7 @@ def main() -> None:
             )
             print(f"{runner} {latency}: {results[-1]['wall']:.1f} s", flush=True)
     if not args.no_write:
-        RESULT_FILE.parent.mkdir(parents=True, exist_ok=True)
-        RESULT_FILE.write_text(json.dumps(results, indent=1))
+        save_json(RESULT_FILE, results)
     text = table(results)
     print(text)
     body = (
