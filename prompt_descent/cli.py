@@ -184,10 +184,13 @@ def report(
     from prompt_descent.report import CHART_NAME, report_dir, write_report
     from prompt_descent.store import Store
 
+    runs, target = Store(store), out or report_dir(store, run)
     try:
-        path = write_report(Store(store), run, out or report_dir(store, run))
+        path = write_report(runs, run, target)
     except KeyError:
         _fail(UserError(f"no run '{run}' in {store}; `prompt-descent runs` lists them"))
+    except OSError as error:
+        _fail(UserError(f"cannot write the report to {target}: {error.strerror or error}"))
     console.print(f"report: {path}")
     console.print(f"chart:  {path.parent / CHART_NAME}")
 

@@ -181,7 +181,6 @@ def test_report_shows_scores_prompt_history_and_iterations(tmp_path: Path, demo:
     assert shapes["polygon"] == len(scored) + len(history.accepted) + 3
     assert shapes["path"] == 1
     assert f'src="{svg_data_uri(chart)}"' in page and "<script" not in page
-    history = RunHistory.load(store, summary.run_id)
     assert [p["accepted"] for p in history.proposals].count(True) == 2
     # each accepted prompt, its reason, and the diff line that added its instruction
     for instruction in (YES_NO, STRICT):
@@ -193,6 +192,15 @@ def test_report_shows_scores_prompt_history_and_iterations(tmp_path: Path, demo:
     # the val line steps up at each accepted step
     assert history.val_by_step()[0] == (0, summary.baseline_val)
     assert history.val_by_step()[-1] == (3, summary.best_val)
+
+    # a directory that cannot be made is one line naming it, not a traceback
+    blocked = tmp_path / "out" / "report.html" / "again"
+    result = CliRunner().invoke(
+        app, ["report", summary.run_id, "--out", str(blocked), "--store", str(store.path)]
+    )
+    assert result.exit_code == 2
+    assert f"cannot write the report to {blocked}" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_report_of_an_unknown_run_is_a_one_line_error(tmp_path: Path) -> None:
