@@ -19,8 +19,9 @@ accept/reject decision at every step:
 - but when the failing examples of the batch sum to an odd number, the candidate
   overfits instead: it memorizes exactly those examples (the gradient names them)
   and loses 0.3 of quality everywhere else, so it may win the batch but is worse on
-  any larger set: rejected by both, by prompt-descent's early abort on val and by
-  the Ape-style loop after scoring the whole train set.
+  any larger set: rejected by both, by prompt-descent's early stop on val (once its
+  chance to reach the current val score is below `early_reject_chance`, or it
+  certainly cannot) and by the Ape-style loop after scoring the whole train set.
 
 Predict calls made while validating a candidate are counted as `validate`: in
 prompt-descent by a context flag set around tasks.validate's predictions, in the
@@ -205,7 +206,7 @@ async def run_prompt_descent(config: RunConfig, workdir: Path) -> dict:
     aborted = store.query(
         "SELECT count(*) AS n, coalesce(avg(val_examples_scored), 0) AS avg_scored, "
         "coalesce(avg(round((1 - val_before) * ?) + 1), 0) AS avg_floor "
-        "FROM iterations WHERE run_id = ? AND reason LIKE 'cannot reach val%'",
+        "FROM iterations WHERE run_id = ? AND reason LIKE '%reach val%'",
         [config.splits.val, summary.run_id],
     )[0]
     return {
@@ -286,10 +287,10 @@ async def main_async(args: argparse.Namespace) -> str:
             pd = await run_prompt_descent(config, Path(tmp))
             ape = await run_ape(config)
         with tempfile.TemporaryDirectory(prefix="pd-calls-") as tmp:
-            # what-if: give up on a batch after 2 proposals (max_proposals=2)
+            # what-if: stop validating only once a candidate certainly cannot win
             config = config_for(Path(tmp), args.train, args.val, epochs, args.seed)
-            capped = await run_prompt_descent(
-                config.model_copy(update={"max_proposals": 2}), Path(tmp)
+            exact = await run_prompt_descent(
+                config.model_copy(update={"early_reject_chance": 0.0}), Path(tmp)
             )
         same = pd["decisions"] == ape["decisions"]
         steps = ", ".join(f"{s}:{d}" for s, d in pd["decisions"].items())
@@ -319,20 +320,20 @@ async def main_async(args: argparse.Namespace) -> str:
             f"({total_pd} vs {total_ape}, ratio {total_pd / total_ape:.2f})\n"
         )
         text += (
-            f"- prompt-descent's val early abort: {pd['aborted']['n']} candidates stopped after "
+            f"- prompt-descent's val early stop (early_reject_chance "
+            f"{config.early_reject_chance}): {pd['aborted']['n']} candidates stopped after "
             f"{pd['aborted']['avg_scored']:.1f} of {args.val} val examples on average; the "
-            f"fewest that can show a candidate is worse (one wrong answer more than the current "
-            f"prompt has in all of val) average {pd['aborted']['avg_floor']:.1f} for them (the "
-            f"Ape-style loop scores all {args.train} train examples for each of them)\n"
+            f"fewest that can show for certain that a candidate is worse (one wrong answer more "
+            f"than the current prompt has in all of val) average {pd['aborted']['avg_floor']:.1f} "
+            f"for them (the Ape-style loop scores all {args.train} train examples for each)\n"
         )
-        accepts = {s: d for s, d in pd["decisions"].items() if d.startswith("accept")}
-        capped_accepts = {s: d for s, d in capped["decisions"].items() if d.startswith("accept")}
-        total_capped = sum(capped["calls"].values())
+        total_exact = sum(exact["calls"].values())
         text += (
-            f"- what-if, prompt-descent with max_proposals 2 (a 'give up on a batch after 2 "
-            f"non-improving proposals' rule): {total_capped} calls, ratio "
-            f"{total_capped / total_ape:.2f} to the Ape-style loop; same accepted steps: "
-            f"{'yes' if accepts == capped_accepts else 'NO'}\n"
+            f"- what-if, prompt-descent with early_reject_chance 0 (stop only once a candidate "
+            f"certainly cannot win): {total_exact} calls, ratio {total_exact / total_ape:.2f} "
+            f"to the Ape-style loop, {exact['aborted']['avg_scored']:.1f} val examples per "
+            f"stopped candidate; same decisions: "
+            f"{'yes' if exact['decisions'] == ape['decisions'] else 'NO'}\n"
         )
         sections.append(text)
         printed.append(text)

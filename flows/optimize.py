@@ -127,6 +127,7 @@ class Trainer:
                 models.judge,
                 config.concurrency,
                 always_accept,
+                config.early_reject_chance,
                 label=label,
             )
             decision = await decide(validation, always_accept, label=label)

@@ -248,6 +248,13 @@ class RunConfig(Strict):
     feedback: FeedbackSettings = FeedbackSettings()
     batch_size: int = Field(4, ge=1)
     max_proposals: int = Field(5, ge=1)
+    early_reject_chance: float = Field(
+        0.01,
+        ge=0.0,
+        lt=1.0,
+        description="Stop validating a candidate on val once its chance to still reach the "
+        "current prompt's score is below this; 0: only once it cannot.",
+    )
     steps: int | None = Field(None, ge=1, description="Batches to run; default one epoch.")
     epochs: int = Field(1, ge=1)
     seed: int = 0

@@ -1,15 +1,18 @@
 """Step 5, the guard: score the candidate on the batch, then on the validation split.
 
 A candidate must be strictly better than the current prompt on the batch it was
-written for, then not worse on val. Both are scored the same frugal way:
+written for, then not worse on val. Both are scored the same frugal way, in chunks
+no larger than the number of further examples that could settle it, and scoring
+stops as soon as it is settled:
 
-- the examples the current prompt does worst on come first: a candidate that
-  cannot win shows it there soonest (on the batch, a candidate that fixes none of
-  the failing examples is rejected without predicting the passing ones);
-- predictions go out in chunks no larger than the number of examples it takes at
-  least to put the target out of reach (each example can lose at most 1), and
-  scoring stops as soon as the candidate cannot reach the target even if every
-  remaining example were right.
+- certainly, on both: the candidate cannot reach the target even if every remaining
+  example were right. The examples the current prompt does worst on come first, where
+  a candidate that cannot win shows it soonest (on the batch, a candidate that fixes
+  none of the failing examples is rejected without predicting the passing ones);
+- on val, also with `early_reject_chance`: the chance that the remaining examples
+  still lift it to the target (prompt_descent.reach) is below that. The examples the
+  current prompt got right and the others are then taken in turn, in proportion, so
+  that the candidate's scores so far say something about both.
 
 With `exhaustive` (always-accept runs) nothing stops early: every score is reported.
 """
@@ -17,6 +20,7 @@ With `exhaustive` (always-accept runs) nothing stops early: every score is repor
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from prefect import task
 
@@ -28,18 +32,33 @@ from prompt_descent.config import (
     Prompt,
     SplitScore,
 )
+from prompt_descent.reach import TOLERANCE, Group, chance_to_reach
 from prompt_descent.records import Candidate, Validation
 from tasks.metric import compute_scores
 from tasks.options import STEP_OPTIONS
 from tasks.predict import generate_predictions
 
-# sums of float scores differ in the last bits with the order they were added in
-TOLERANCE = 1e-9
-
 
 def hardest_first(examples: list[Example], current: SplitScore) -> list[Example]:
     score_of = {p.example_id: p.score for p in current.predictions}
     return sorted(examples, key=lambda e: score_of.get(e.id, 0.0))
+
+
+def in_turn(examples: list[Example], current: SplitScore) -> list[Example]:
+    """The examples the current prompt got wrong (hardest first) and those it got right,
+    merged so that every prefix holds each group in proportion to its size."""
+    score_of = {p.example_id: p.score for p in current.predictions}
+    ordered = hardest_first(examples, current)
+    groups = (
+        [e for e in ordered if score_of.get(e.id, 0.0) < 1.0 - TOLERANCE],
+        [e for e in ordered if score_of.get(e.id, 0.0) >= 1.0 - TOLERANCE],
+    )
+    keyed = [
+        ((position + 0.5) / len(group), number, position, example)
+        for number, group in enumerate(groups)
+        for position, example in enumerate(group)
+    ]
+    return [example for *_, example in sorted(keyed, key=lambda row: row[:3])]
 
 
 def out_of_reach(reachable: float, target: float, strict: bool) -> bool:
@@ -57,41 +76,95 @@ def examples_to_fall_short(margin: float, strict: bool) -> int:
     return max(1, math.floor(margin + TOLERANCE) + 1)
 
 
-async def score_while_reachable(
+@dataclass(frozen=True)
+class Race:
+    """A candidate scored, in `examples` order, against the current prompt's score sum on
+    one split; `risk` > 0 also gives up once its chance to reach that sum is below it."""
+
+    examples: list[Example]
+    current: SplitScore
+    strict: bool
+    risk: float = 0.0
+
+    @property
+    def target(self) -> float:
+        return sum(p.score for p in self.current.predictions)
+
+    def reachable(self, scores: list[float]) -> float:
+        return sum(scores) + len(self.examples) - len(scores)
+
+    def chance(self, scores: list[float]) -> float:
+        current_right = {
+            p.example_id for p in self.current.predictions if p.score >= 1.0 - TOLERANCE
+        }
+        scored: tuple[list[float], list[float]] = ([], [])
+        unscored = [0, 0]
+        for position, example in enumerate(self.examples):
+            group = int(example.id in current_right)
+            if position < len(scores):
+                scored[group].append(scores[position])
+            else:
+                unscored[group] += 1
+        groups = (Group(scored[0], unscored[0]), Group(scored[1], unscored[1]))
+        return chance_to_reach(self.target - sum(scores), self.strict, groups)
+
+    def certainly_lost(self, scores: list[float]) -> bool:
+        return out_of_reach(self.reachable(scores), self.target, self.strict)
+
+    def lost(self, scores: list[float]) -> bool:
+        if self.certainly_lost(scores):
+            return True
+        return self.risk > 0 and self.chance(scores) < self.risk
+
+    def next_chunk(self, scores: list[float], concurrency: int) -> int:
+        """The fewest further examples whose failure would settle the race, at most
+        `concurrency`."""
+        most = min(
+            concurrency,
+            len(self.examples) - len(scores),
+            examples_to_fall_short(self.reachable(scores) - self.target, self.strict),
+        )
+        if self.risk == 0 or not self.lost(scores + [0.0] * most):
+            return most
+        fewest, enough = 1, most  # each failure lowers the chance: search the first that settles
+        while fewest < enough:
+            middle = (fewest + enough) // 2
+            if self.lost(scores + [0.0] * middle):
+                enough = middle
+            else:
+                fewest = middle + 1
+        return fewest
+
+
+async def run_race(
     prompt: Prompt,
-    examples: list[Example],
-    target: float,
-    strict: bool,
+    race: Race,
     spec: MetricSpec,
     task_model: ModelSettings,
     judge: ModelSettings,
     concurrency: int,
     exhaustive: bool,
-) -> tuple[SplitScore, float]:
-    """The candidate's scores, stopping once its score sum cannot beat `target` (or,
-    not `strict`, reach it); returns them with the best sum still reachable."""
+) -> SplitScore:
+    """The candidate's scores until the race is lost (all of them with `exhaustive`)."""
     scored: list[Prediction] = []
-    total = 0.0
-    while len(scored) < len(examples):
-        reachable = total + len(examples) - len(scored)
-        if not exhaustive and out_of_reach(reachable, target, strict):
+    while len(scored) < len(race.examples):
+        scores = [p.score for p in scored]
+        if not exhaustive and race.lost(scores):
             break
-        size = (
-            len(examples)
-            if exhaustive
-            else min(examples_to_fall_short(reachable - target, strict), concurrency)
-        )
-        chunk = examples[len(scored) : len(scored) + size]
+        size = len(race.examples) if exhaustive else race.next_chunk(scores, concurrency)
+        chunk = race.examples[len(scored) : len(scored) + size]
         predictions = await generate_predictions(prompt, chunk, task_model, concurrency)
-        scores = await compute_scores(spec, prompt.id, chunk, predictions, judge, concurrency)
-        scored.extend(scores.predictions)
-        total += sum(p.score for p in scores.predictions)
-    reachable = total + len(examples) - len(scored)
-    return SplitScore(prompt_id=prompt.id, predictions=scored), reachable
+        scored_chunk = await compute_scores(spec, prompt.id, chunk, predictions, judge, concurrency)
+        scored.extend(scored_chunk.predictions)
+    return SplitScore(prompt_id=prompt.id, predictions=scored)
 
 
-def _total(scores: SplitScore) -> float:
-    return sum(p.score for p in scores.predictions)
+def _scores(split: SplitScore) -> list[float]:
+    return [p.score for p in split.predictions]
+
+
+def _after(race: Race, scores: list[float]) -> str:
+    return f"after {len(scores)}/{len(race.examples)} examples"
 
 
 async def validate_candidate(
@@ -105,63 +178,47 @@ async def validate_candidate(
     judge: ModelSettings,
     concurrency: int,
     exhaustive: bool = False,
+    risk: float = 0.0,
 ) -> Validation:
     result = Validation(batch_before=current_batch.score, val_before=current_val.score)
     if candidate.prompt is None:
         return result.model_copy(update={"stopped_because": candidate.rejected_because})
     prompt = candidate.prompt
 
-    batch_target, val_target = _total(current_batch), _total(current_val)
-    on_batch, batch_reachable = await score_while_reachable(
-        prompt,
-        hardest_first(batch, current_batch),
-        batch_target,
-        True,
-        spec,
-        task_model,
-        judge,
-        concurrency,
-        exhaustive,
-    )
+    batch_race = Race(hardest_first(batch, current_batch), current_batch, strict=True)
+    on_batch = await run_race(prompt, batch_race, spec, task_model, judge, concurrency, exhaustive)
+    scores = _scores(on_batch)
     result = result.model_copy(update={"batch": on_batch})
-    complete = len(on_batch.predictions) == len(batch)
+    complete = len(scores) == len(batch)
     if complete:
         result = result.model_copy(update={"batch_after": on_batch.score})
-    if out_of_reach(batch_reachable, batch_target, strict=True) and not exhaustive:
-        if complete:
-            why = f" ({on_batch.score:.3f} vs {current_batch.score:.3f})"
-        else:
-            why = (
-                f": at most {batch_reachable / len(batch):.3f} vs {current_batch.score:.3f} "
-                f"after {len(on_batch.predictions)}/{len(batch)} examples"
-            )
+    if not exhaustive and batch_race.certainly_lost(scores):
+        why = (
+            f" ({on_batch.score:.3f} vs {current_batch.score:.3f})"
+            if complete
+            else f": at most {batch_race.reachable(scores) / len(batch):.3f} vs "
+            f"{current_batch.score:.3f} {_after(batch_race, scores)}"
+        )
         return result.model_copy(update={"stopped_because": f"not better on the batch{why}"})
 
-    on_val, val_reachable = await score_while_reachable(
-        prompt,
-        hardest_first(val, current_val),
-        val_target,
-        False,
-        spec,
-        task_model,
-        judge,
-        concurrency,
-        exhaustive,
-    )
-    result = result.model_copy(
-        update={"val": on_val, "val_examples_scored": len(on_val.predictions)}
-    )
-    if out_of_reach(val_reachable, val_target, strict=False) and not exhaustive:
-        return result.model_copy(
-            update={
-                "stopped_because": (
-                    f"cannot reach val {current_val.score:.3f}: at most "
-                    f"{val_reachable / len(val):.3f} after {len(on_val.predictions)}/{len(val)} "
-                    "examples"
-                )
-            }
+    order = in_turn(val, current_val) if risk > 0 else hardest_first(val, current_val)
+    val_race = Race(order, current_val, strict=False, risk=risk)
+    on_val = await run_race(prompt, val_race, spec, task_model, judge, concurrency, exhaustive)
+    scores = _scores(on_val)
+    result = result.model_copy(update={"val": on_val, "val_examples_scored": len(scores)})
+    if exhaustive or not val_race.lost(scores):
+        return result.model_copy(update={"val_after": on_val.score})
+    if val_race.certainly_lost(scores):
+        why = (
+            f"cannot reach val {current_val.score:.3f}: at most "
+            f"{val_race.reachable(scores) / len(val):.3f} {_after(val_race, scores)}"
         )
-    return result.model_copy(update={"val_after": on_val.score})
+    else:
+        why = (
+            f"unlikely to reach val {current_val.score:.3f}: "
+            f"{val_race.chance(scores):.1%} chance {_after(val_race, scores)}"
+        )
+    return result.model_copy(update={"stopped_because": why})
 
 
 @task(name="validate", task_run_name="validate {label}", **STEP_OPTIONS)
@@ -176,6 +233,7 @@ async def validate(
     judge: ModelSettings,
     concurrency: int,
     exhaustive: bool = False,
+    risk: float = 0.0,
     label: str = "",
 ) -> Validation:
     return await validate_candidate(
@@ -189,4 +247,5 @@ async def validate(
         judge,
         concurrency,
         exhaustive,
+        risk,
     )

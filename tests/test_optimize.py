@@ -41,6 +41,7 @@ BASE_SYSTEM = "Answer the question."
 MARKER = "Think step by step."
 DATASET_SIZE = 24
 SPLITS = {"train": 8, "val": 8, "test": 8}
+FORTY_VAL = {"train": 8, "val": 40, "test": 0}
 
 GRADIENT_START = "You are an expert prompt engineer"
 APPLY_START = "You improve prompts"
@@ -129,6 +130,7 @@ def feedback_shown_to_apply(model: ScriptedModel) -> list[str]:
 
 
 def write_dataset(directory: Path, size: int = DATASET_SIZE) -> Path:
+    directory.mkdir(exist_ok=True)
     path = directory / "data.jsonl"
     rows = [{"id": f"e{i}", "input": f"q{i}", "target": f"a{i}"} for i in range(size)]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -326,10 +328,10 @@ def test_candidate_better_on_batch_but_worse_on_val_is_rejected_early(
     assert len(candidate_val_calls) == it["val_examples_scored"]
 
 
-def test_val_check_asks_about_the_current_prompts_failures_first(
+def test_exact_val_check_asks_about_the_current_prompts_failures_first(
     tmp_path: Path, fake_model: RegisterModel
 ) -> None:
-    config = make_config(tmp_path, concurrency=8)
+    config = make_config(tmp_path, concurrency=8, early_reject_chance=0)
     split = split_numbers(config)
     baseline_wrong = {n for n in split["val"] if n % 4}
     assert 0 < len(baseline_wrong) < SPLITS["val"]
@@ -354,6 +356,73 @@ def test_val_check_asks_about_the_current_prompts_failures_first(
     ]
     assert len(candidate_val) == len(baseline_wrong) + 1
     assert baseline_wrong < set(candidate_val)
+
+
+def forty_val(tmp_path: Path, early_reject_chance: float) -> tuple[RunConfig, set[int], set[int]]:
+    """A config with 40 val examples; its val numbers; the half of them the baseline gets."""
+    dataset = {"path": str(write_dataset(tmp_path / "forty", 48)), "id": "id"}
+    config = make_config(
+        tmp_path, splits=FORTY_VAL, dataset=dataset, early_reject_chance=early_reject_chance
+    )
+    val = split_numbers(config)["val"]
+    return config, val, set(sorted(val)[::2])
+
+
+def test_a_candidate_unlikely_to_reach_val_is_rejected_before_it_certainly_cannot(
+    tmp_path: Path, fake_model: RegisterModel
+) -> None:
+    exact, val, baseline_right = forty_val(tmp_path, 0.0)
+
+    def overfits(system: str, number: int) -> bool:
+        if MARKER in system:  # right on train, wrong on val
+            return number not in val
+        return number in baseline_right
+
+    model = fake_model(script_for(overfits))
+    by_chance = exact.model_copy(
+        update={"early_reject_chance": 0.01, "store": str(tmp_path / "chance.duckdb")}
+    )
+    (certain,) = iterations(exact, run(exact).run_id)
+    exact_calls = len(calls_of(model, "task"))
+    (unlikely,) = iterations(by_chance, run(by_chance).run_id)
+
+    wrong = len(val) - len(baseline_right)
+    assert certain["reason"].startswith("cannot reach val")
+    assert certain["val_examples_scored"] == wrong + 1
+    assert not unlikely["accepted"]
+    found = re.fullmatch(
+        r"unlikely to reach val (\S+): (\S+)% chance after (\d+)/40 examples", unlikely["reason"]
+    )
+    assert found, unlikely["reason"]
+    assert float(found[1]) == unlikely["val_before"]
+    assert float(found[2]) < 1.0
+    assert int(found[3]) == unlikely["val_examples_scored"] < wrong + 1
+    # the second run paid only for the val predictions its early stop needed
+    candidate_val_calls = [
+        m
+        for m in calls_of(model, "task")[exact_calls:]
+        if MARKER in m[0]["content"] and number_of(m[-1]["content"]) in val
+    ]
+    assert len(candidate_val_calls) == unlikely["val_examples_scored"]
+
+
+def test_a_candidate_that_ties_on_val_is_not_given_up_on_by_chance(
+    tmp_path: Path, fake_model: RegisterModel
+) -> None:
+    config, val, baseline_right = forty_val(tmp_path, 0.01)
+
+    def trades_places(system: str, number: int) -> bool:
+        if number not in val:
+            return MARKER in system  # the candidate fixes the batch
+        return (number in baseline_right) != (MARKER in system)  # and swaps the val halves
+
+    fake_model(script_for(trades_places))
+    summary = run(config)
+
+    (it,) = iterations(config, summary.run_id)
+    assert it["accepted"], it["reason"]
+    assert it["val_examples_scored"] == 40
+    assert it["val_after"] == it["val_before"] == 0.5
 
 
 def drops_input(messages: Messages) -> str:
