@@ -44,15 +44,17 @@ def hardest_first(examples: list[Example], current: SplitScore) -> list[Example]
     return sorted(examples, key=lambda e: score_of.get(e.id, 0.0))
 
 
+def current_right(current: SplitScore) -> set[str]:
+    """The examples the current prompt scored 1 on: there a candidate can only tie or lose."""
+    return {p.example_id for p in current.predictions if p.score >= 1.0 - TOLERANCE}
+
+
 def in_turn(examples: list[Example], current: SplitScore) -> list[Example]:
     """The examples the current prompt got wrong (hardest first) and those it got right,
     merged so that every prefix holds each group in proportion to its size."""
-    score_of = {p.example_id: p.score for p in current.predictions}
+    right = current_right(current)
     ordered = hardest_first(examples, current)
-    groups = (
-        [e for e in ordered if score_of.get(e.id, 0.0) < 1.0 - TOLERANCE],
-        [e for e in ordered if score_of.get(e.id, 0.0) >= 1.0 - TOLERANCE],
-    )
+    groups = ([e for e in ordered if e.id not in right], [e for e in ordered if e.id in right])
     keyed = [
         ((position + 0.5) / len(group), number, position, example)
         for number, group in enumerate(groups)
@@ -94,13 +96,11 @@ class Race:
         return sum(scores) + len(self.examples) - len(scores)
 
     def chance(self, scores: list[float]) -> float:
-        current_right = {
-            p.example_id for p in self.current.predictions if p.score >= 1.0 - TOLERANCE
-        }
+        right = current_right(self.current)
         scored: tuple[list[float], list[float]] = ([], [])
         unscored = [0, 0]
         for position, example in enumerate(self.examples):
-            group = int(example.id in current_right)
+            group = int(example.id in right)
             if position < len(scores):
                 scored[group].append(scores[position])
             else:
