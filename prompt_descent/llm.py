@@ -25,7 +25,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Protocol
@@ -183,7 +183,7 @@ class Gateway:
     def __init__(
         self,
         budget: Budget | None = None,
-        cache: dict[str, CallRecord] | None = None,
+        cache: Mapping[str, CallRecord] | None = None,
         retry: RetrySettings | None = None,
         journal: Path | None = None,
         spent: Usage | None = None,
@@ -196,7 +196,8 @@ class Gateway:
         self.before_request = before_request  # e.g. a shared rate limit, awaited per attempt
         self.remote = remote
         self.usage = (spent or Usage()).model_copy()
-        self._cache: dict[str, CallRecord] = dict(cache or {})
+        self._stored: Mapping[str, CallRecord] = cache or {}  # read, never copied: it is large
+        self._cache: dict[str, CallRecord] = {}  # this run's calls
         self._unsaved: list[CallRecord] = []
         self._lock = threading.Lock()
         self._in_flight = 0
@@ -273,7 +274,7 @@ class Gateway:
     def _served_from_cache(
         self, key: str, role: str, messages: list[dict[str, str]], params: dict[str, Any]
     ) -> CallRecord | None:
-        cached = self._cache.get(key)
+        cached = self._cache.get(key) or self._stored.get(key)
         if cached is None:
             return None
         update = {"role": role, "messages": messages, "params": params, "cached": True}

@@ -14,7 +14,7 @@ import json
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,6 +211,36 @@ def _call_row(run_id: str, call: CallRecord) -> dict[str, Any]:
         "cost_usd": call.cost_usd,
         "latency_s": call.latency_s,
     }
+
+
+class StoredCalls(Mapping[str, CallRecord]):
+    """The store's successful calls by key, each made a CallRecord only when it is asked
+    for: a store's history runs to hundreds of thousands of calls, and a run hits few."""
+
+    def __init__(self, rows: dict[str, tuple[Any, ...]]) -> None:
+        self._rows = rows  # key -> (model, response, prompt/completion tokens, cost, latency)
+
+    def __getitem__(self, key: str) -> CallRecord:
+        model, response, prompt_tokens, completion_tokens, cost_usd, latency_s = self._rows[key]
+        return CallRecord(
+            key=key,
+            role="",
+            model=model,
+            messages=[],
+            params={},
+            response=response,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cost_usd=cost_usd,
+            latency_s=latency_s,
+            cached=True,
+        )
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
 
 
 def _is_lock_conflict(error: duckdb.Error) -> bool:
@@ -472,35 +502,24 @@ class Store:
 
     # -- reads -------------------------------------------------------------
 
-    def cached_calls(self) -> dict[str, CallRecord]:
+    def cached_calls(self) -> StoredCalls:
         """Every successful call ever made into this store, by call key.
 
         Without their messages and params: a hit is the same request, so the gateway
         takes those from the request (the store's history can be large).
         """
-        rows = self.query(
-            """SELECT call_key, any_value(model) AS model, any_value(response) AS response,
-                      any_value(prompt_tokens) AS prompt_tokens,
-                      any_value(completion_tokens) AS completion_tokens,
-                      any_value(cost_usd) AS cost_usd, any_value(latency_s) AS latency_s
-               FROM llm_calls WHERE error IS NULL AND response IS NOT NULL GROUP BY call_key"""
-        )
-        return {
-            row["call_key"]: CallRecord(
-                key=row["call_key"],
-                role="",
-                model=row["model"],
-                messages=[],
-                params={},
-                response=row["response"],
-                prompt_tokens=row["prompt_tokens"],
-                completion_tokens=row["completion_tokens"],
-                cost_usd=row["cost_usd"],
-                latency_s=row["latency_s"],
-                cached=True,
-            )
-            for row in rows
-        }
+
+        def fetch(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[Any, ...]]:
+            rows = con.execute(
+                """SELECT call_key, any_value(model), any_value(response),
+                          any_value(prompt_tokens), any_value(completion_tokens),
+                          any_value(cost_usd), any_value(latency_s)
+                   FROM llm_calls WHERE error IS NULL AND response IS NOT NULL
+                   GROUP BY call_key"""
+            ).fetchall()
+            return {row[0]: row[1:] for row in rows}
+
+        return StoredCalls(self._run(fetch))
 
     def prompt(self, prompt_id: str) -> Prompt | None:
         rows = self.query("SELECT system, template FROM prompts WHERE prompt_id = ?", [prompt_id])
