@@ -27,7 +27,7 @@ Predict calls made while validating a candidate are counted as `validate`: in
 prompt-descent by a context flag set around tasks.validate's predictions, in the
 Ape-style loop by its own counter. prompt-descent's llm_calls rows are cross-checked.
 
-    python bench/calls.py [--train 40 --val 40 --epochs 1 2]
+    python bench/calls.py [--train 40 --val 40 --epochs 1 2] [--early-reject-chance 0.003]
 """
 
 from __future__ import annotations
@@ -284,6 +284,9 @@ async def main_async(args: argparse.Namespace) -> str:
     for epochs in args.epochs:
         with tempfile.TemporaryDirectory(prefix="pd-calls-") as tmp:
             config = config_for(Path(tmp), args.train, args.val, epochs, args.seed)
+            if args.early_reject_chance is not None:
+                config = config.model_copy(update={"early_reject_chance": args.early_reject_chance})
+            chance = config.early_reject_chance
             pd = await run_prompt_descent(config, Path(tmp))
             ape = await run_ape(config)
         with tempfile.TemporaryDirectory(prefix="pd-calls-") as tmp:
@@ -321,7 +324,7 @@ async def main_async(args: argparse.Namespace) -> str:
         )
         text += (
             f"- prompt-descent's val early stop (early_reject_chance "
-            f"{config.early_reject_chance}): {pd['aborted']['n']} candidates stopped after "
+            f"{chance}): {pd['aborted']['n']} candidates stopped after "
             f"{pd['aborted']['avg_scored']:.1f} of {args.val} val examples on average; the "
             f"fewest that can show for certain that a candidate is worse (one wrong answer more "
             f"than the current prompt has in all of val) average {pd['aborted']['avg_floor']:.1f} "
@@ -361,6 +364,9 @@ def main() -> None:
     parser.add_argument("--val", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--early-reject-chance", type=float, help="prompt-descent's, instead of the default"
+    )
     parser.add_argument("--no-write", action="store_true")
     asyncio.run(main_async(parser.parse_args()))
 
