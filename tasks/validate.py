@@ -19,8 +19,8 @@ With `exhaustive` (always-accept runs) nothing stops early: every score is repor
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from functools import cached_property
 
 from prefect import task
 
@@ -32,7 +32,7 @@ from prompt_descent.config import (
     Prompt,
     SplitScore,
 )
-from prompt_descent.reach import TOLERANCE, Group, chance_to_reach
+from prompt_descent.reach import TOLERANCE, Group, chance_to_reach, fewest_needed
 from prompt_descent.records import Candidate, Validation
 from tasks.metric import compute_scores
 from tasks.options import STEP_OPTIONS
@@ -63,21 +63,6 @@ def in_turn(examples: list[Example], current: SplitScore) -> list[Example]:
     return [example for *_, example in sorted(keyed, key=lambda row: row[:3])]
 
 
-def out_of_reach(reachable: float, target: float, strict: bool) -> bool:
-    """Whether a best reachable score sum can no longer beat `target` (or, not `strict`,
-    reach it)."""
-    margin = reachable - target
-    return margin <= TOLERANCE if strict else margin < -TOLERANCE
-
-
-def examples_to_fall_short(margin: float, strict: bool) -> int:
-    """The fewest further examples after which a candidate with this margin over the
-    target (counting every unscored example as right) can be out of reach."""
-    if strict:
-        return max(1, math.ceil(margin - TOLERANCE))
-    return max(1, math.floor(margin + TOLERANCE) + 1)
-
-
 @dataclass(frozen=True)
 class Race:
     """A candidate scored, in `examples` order, against the current prompt's score sum on
@@ -88,15 +73,23 @@ class Race:
     strict: bool
     risk: float = 0.0
 
-    @property
+    @cached_property
     def target(self) -> float:
         return sum(p.score for p in self.current.predictions)
+
+    @cached_property
+    def _current_right(self) -> set[str]:
+        return current_right(self.current)
+
+    def needed(self, scores: list[float]) -> int:
+        """The right answers the unscored examples must still give for the candidate to win."""
+        return fewest_needed(self.target - sum(scores), self.strict)
 
     def reachable(self, scores: list[float]) -> float:
         return sum(scores) + len(self.examples) - len(scores)
 
     def chance(self, scores: list[float]) -> float:
-        right = current_right(self.current)
+        right = self._current_right
         scored: tuple[list[float], list[float]] = ([], [])
         unscored = [0, 0]
         for position, example in enumerate(self.examples):
@@ -109,7 +102,7 @@ class Race:
         return chance_to_reach(self.target - sum(scores), self.strict, groups)
 
     def certainly_lost(self, scores: list[float]) -> bool:
-        return out_of_reach(self.reachable(scores), self.target, self.strict)
+        return self.needed(scores) > len(self.examples) - len(scores)
 
     def lost(self, scores: list[float]) -> bool:
         if self.certainly_lost(scores):
@@ -119,11 +112,10 @@ class Race:
     def next_chunk(self, scores: list[float], concurrency: int) -> int:
         """The fewest further examples whose failure would settle the race, at most
         `concurrency`."""
-        most = min(
-            concurrency,
-            len(self.examples) - len(scores),
-            examples_to_fall_short(self.reachable(scores) - self.target, self.strict),
-        )
+        unscored = len(self.examples) - len(scores)
+        # that many failures leave fewer unscored examples than the candidate needs right
+        certain = max(1, unscored - self.needed(scores) + 1)
+        most = min(concurrency, unscored, certain)
         if self.risk == 0 or not self.lost(scores + [0.0] * most):
             return most
         fewest, enough = 1, most  # each failure lowers the chance: search the first that settles
