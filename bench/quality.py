@@ -45,7 +45,8 @@ from prompt_descent.config import DatasetSpec, Models, ModelSettings, Prompt, Ru
 from prompt_descent.datasets import load_examples, split_examples
 from tasks.metric import BUILT_IN
 
-BBH = Path("/work/shared/data/bbh")
+# The shared data directory beside the project root (../shared/data/bbh), on any clone.
+BBH = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "bbh").resolve()
 MODEL = "local/qwen2.5-coder-1.5b-instruct"
 TEXTGRAD_SIZE = {"train": 50, "val": 100, "test": 100}
 TASKS = {
