@@ -15,13 +15,13 @@ from flows.fanout import check_task_runner, open_fan_out
 from flows.limits import provider_rate_limits
 from prompt_descent import llm
 from prompt_descent.batching import minibatches, planned_steps
-from prompt_descent.config import Example, Prompt, RunConfig, SplitScore
+from prompt_descent.config import Example, Models, Prompt, RunConfig, SplitScore
 from prompt_descent.context import fit_to_context
 from prompt_descent.datasets import DataSplits, load_examples, split_examples
 from prompt_descent.errors import RunStopped
 from prompt_descent.recorder import RunRecorder
 from prompt_descent.records import Attempt, RegistryEntry, RunSummary
-from prompt_descent.store import Store
+from prompt_descent.store import Store, check_writable
 from tasks.apply import apply
 from tasks.decide import decide
 from tasks.gradient import answer_space, gradient
@@ -41,14 +41,28 @@ def prepare_run(config: RunConfig) -> DataSplits:
     The CLI calls it before starting the flow too, so a mistake is one line, not a
     failed flow run with a traceback.
     """
+    check_writable(config.store)
     resolve_metric(config.metric)
     check_task_runner(config.task_runner, config.dask)
-    for settings in config.models.roles():
-        llm.check_model(settings)
+    for role in Models.model_fields:
+        settings = getattr(config.models, role)
+        llm.check_model(settings, _model_field(config, role))
+        llm.check_api_base(settings, f"models.{role}.api_base")
     examples = fit_to_context(
         config.prompt, load_examples(config.dataset), config.models.task, config.long_inputs
     )
     return split_examples(examples, config.splits, config.seed)
+
+
+def _model_field(config: RunConfig, role: str) -> str | None:
+    """The config field that gave `role` its model: `model`, `models.<role>.model`, or none
+    (the default model)."""
+    settings = getattr(config.models, role)
+    if config.model is not None and settings.model == config.model:
+        return "model"
+    if role in config.models.model_fields_set and "model" in settings.model_fields_set:
+        return f"models.{role}.model"
+    return None
 
 
 @dataclass

@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
+
 from prompt_descent.config import (
     Budget,
     DatasetSpec,
@@ -97,21 +99,25 @@ def evaluate(
     concurrency: int = 4,
     store: str | Path = DEFAULT_STORE,
     run_id: str | None = None,
+    max_tokens: int | None = None,
 ) -> SplitScore:
     """Score one prompt on a dataset (all of it, or its first `limit` examples).
 
     `prompt` is a Prompt or a system prompt (then `template` is the user message).
     `dataset` is a file path or a DatasetSpec (`fields` and `target` apply to a path).
     `model` is a litellm model name or full ModelSettings (default: the task role's
-    defaults); `judge` likewise, for metric="llm_judge" (default: the same model).
+    defaults), `max_tokens` its answers' limit if given; `judge` likewise, for
+    metric="llm_judge" (default: the same model with the judge role's settings).
+    Input mistakes raise UserError before any flow run, call or store write.
     """
     _no_running_loop("evaluate")
     apply_project_defaults()
     from flows.evaluate import evaluate_prompt, prepare_evaluation
     from flows.optimize import new_run_id
     from prompt_descent.datasets import load_examples
+    from prompt_descent.store import check_writable
 
-    the_prompt = prompt if isinstance(prompt, Prompt) else Prompt(system=prompt, template=template)
+    the_prompt = prompt if isinstance(prompt, Prompt) else _prompt(prompt, template)
     spec = (
         dataset
         if isinstance(dataset, DatasetSpec)
@@ -119,8 +125,10 @@ def evaluate(
             path=str(dataset), fields=dict(fields or {"input": "input"}), target=target
         )
     )
+    _check_fields(the_prompt, spec)
+    check_writable(store)
     metric_spec = metric if isinstance(metric, MetricSpec) else MetricSpec(name=metric)
-    task_settings = _settings(model, "task")
+    task_settings = _settings(model, "task", max_tokens)
     models = Models(task=task_settings, judge=_settings(judge or task_settings.model, "judge"))
     examples = load_examples(spec)[:limit]
     if not examples:
@@ -139,12 +147,43 @@ def evaluate(
     )
 
 
-def _settings(model: str | ModelSettings | None, role: str) -> ModelSettings:
+def _prompt(system: str, template: str) -> Prompt:
+    try:
+        return Prompt(system=system, template=template)
+    except ValidationError as error:
+        message = error.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
+        raise UserError(message, field="template") from None
+
+
+def _check_fields(prompt: Prompt, spec: DatasetSpec) -> None:
+    """Every placeholder of the template is filled from a column (a KeyError mid-flow else)."""
+    unmapped = sorted(prompt.placeholders() - set(spec.fields))
+    if unmapped:
+        names = ", ".join(f"{{{name}}}" for name in unmapped)
+        mapped = ", ".join(f"{key}={column}" for key, column in spec.fields.items()) or "nothing"
+        raise UserError(
+            f"the template uses {names}, which `fields` does not map to a column (it maps "
+            f"{mapped}); map each placeholder, e.g. {unmapped[0]}=COLUMN",
+            field="template",
+        )
+
+
+def _settings(
+    model: str | ModelSettings | None, role: str, max_tokens: int | None = None
+) -> ModelSettings:
     """`model` as settings with the role's default sampling (model default: read now)."""
     if isinstance(model, ModelSettings):
-        return model
-    defaults = getattr(Models(), role)
-    return defaults.model_copy(update={"model": model}) if model else defaults
+        settings = model
+    else:
+        defaults = getattr(Models(), role)
+        settings = defaults.model_copy(update={"model": model}) if model else defaults
+    if max_tokens is None:
+        return settings
+    try:
+        return ModelSettings(**(settings.model_dump() | {"max_tokens": max_tokens}))
+    except ValidationError as error:
+        message = error.errors(include_url=False)[0]["msg"]
+        raise UserError(f"{message} (got {max_tokens})", field="max_tokens") from None
 
 
 def run_prompt(

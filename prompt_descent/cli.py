@@ -59,7 +59,10 @@ def resume(
     from prompt_descent.store import Store
     from prompt_descent.views import summary_table
 
-    saved = Store(store).run_config(run)
+    try:
+        saved = Store(store, create=False).run_config(run)  # a lookup creates nothing
+    except UserError as error:
+        _fail(_at_option(error))
     if saved is None:
         _fail(UserError(f"no run '{run}' in {store}; `prompt-descent runs` lists them"))
     try:
@@ -77,7 +80,31 @@ def runs(store: StoreOption = DEFAULT_STORE) -> None:
     from prompt_descent.store import Store
     from prompt_descent.views import runs_table
 
-    console.print(runs_table(Store(store)))
+    try:
+        table = runs_table(Store(store, create=False))
+    except UserError as error:
+        _fail(_at_option(error))
+    console.print(table)
+
+
+# The API's parameters as this CLI spells them, for errors that name one.
+OPTIONS = {
+    "store": "--store",
+    "template": "--template",
+    "fields": "--field",
+    "limit": "--limit",
+    "max_tokens": "--max-tokens",
+}
+
+
+def _at_option(error: UserError) -> UserError:
+    """`error` naming the command-line option, not the API parameter, it is about."""
+    if error.file is not None or error.field not in OPTIONS:
+        return error
+    message = str(error).removeprefix(f"field '{error.field}': ")
+    for parameter, option in OPTIONS.items():
+        message = message.replace(f"`{parameter}`", option)
+    return UserError(f"{OPTIONS[error.field]}: {message}")
 
 
 @app.command()
@@ -89,7 +116,9 @@ def show(
     from prompt_descent.views import run_history
 
     try:
-        console.print(run_history(Store(store), run))
+        console.print(run_history(Store(store, create=False), run))
+    except UserError as error:
+        _fail(_at_option(error))
     except KeyError:
         _fail(UserError(f"no run '{run}' in {store}; `prompt-descent runs` lists them"))
 
@@ -110,43 +139,29 @@ def evaluate(
     concurrency: Annotated[int, typer.Option(help="Calls in flight.")] = 4,
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
-    """Score one prompt on a dataset."""
-    from pydantic import ValidationError
-
-    from flows.evaluate import evaluate_prompt, prepare_evaluation
-    from flows.optimize import new_run_id
-    from prompt_descent.config import DatasetSpec, MetricSpec, Models, ModelSettings, Prompt
-    from prompt_descent.datasets import load_examples
+    """Score one prompt on a dataset: `prompt_descent.evaluate` with these arguments."""
+    from prompt_descent import api
+    from prompt_descent.runner import parse_fields
 
     try:
-        fields = dict(item.split("=", 1) for item in field) if field else {"input": "input"}
-        the_prompt = Prompt(system=prompt, template=template)
-        spec = DatasetSpec(path=str(dataset), fields=fields, target=target)
-        settings = {"max_tokens": max_tokens} | ({"model": model} if model else {})
-        models = Models(
-            task=ModelSettings(**settings),
-            judge=ModelSettings(**({"model": model} if model else {})),
+        scores = api.evaluate(
+            prompt,
+            dataset,
+            metric,
+            model,
+            template=template,
+            fields=parse_fields(field) or None,
+            target=target,
+            limit=limit,
+            concurrency=concurrency,
+            store=store,
+            max_tokens=max_tokens,
         )
-        examples = load_examples(spec)[:limit]
-        prepare_evaluation(MetricSpec(name=metric), models)
-        scores = asyncio.run(
-            evaluate_prompt(
-                the_prompt,
-                examples,
-                MetricSpec(name=metric),
-                models,
-                concurrency,
-                store,
-                new_run_id(f"eval-{the_prompt.id}"),
-            )
-        )
-    except ValidationError as error:
-        _fail(UserError(" ".join(str(error.errors()[0]["msg"]).split())))
-    except (UserError, ValueError) as error:
-        _fail(error)
+    except UserError as error:
+        _fail(_at_option(error))
     failed = sum(1 for p in scores.predictions if p.error)
     console.print(
-        f"prompt {the_prompt.id}: {metric} = {scores.score:.3f} on "
+        f"prompt {scores.prompt_id}: {metric} = {scores.score:.3f} on "
         f"{len(scores.predictions)} examples ({failed} failed calls)"
     )
 
@@ -184,9 +199,11 @@ def report(
     from prompt_descent.report import CHART_NAME, report_dir, write_report
     from prompt_descent.store import Store
 
-    runs, target = Store(store), out or report_dir(store, run)
+    target = out or report_dir(store, run)
     try:
-        path = write_report(runs, run, target)
+        path = write_report(Store(store, create=False), run, target)
+    except UserError as error:
+        _fail(_at_option(error))
     except KeyError:
         _fail(UserError(f"no run '{run}' in {store}; `prompt-descent runs` lists them"))
     except OSError as error:
@@ -202,9 +219,14 @@ def report(
 def prompts(store: StoreOption = DEFAULT_STORE) -> None:
     """List the registered prompts: every version, its model settings and scores."""
     from prompt_descent.registry import list_prompts
+    from prompt_descent.store import Store
     from prompt_descent.views import prompts_table
 
-    console.print(prompts_table(list_prompts(store), store))
+    try:
+        entries = list_prompts(Store(store, create=False))
+    except UserError as error:
+        _fail(_at_option(error))
+    console.print(prompts_table(entries, store))
 
 
 @app.command()
@@ -220,16 +242,17 @@ def prompt(
 ) -> None:
     """Show a registered prompt with its model settings, or export it."""
     from prompt_descent.registry import export_prompt, load_prompt
+    from prompt_descent.store import Store
     from prompt_descent.views import prompt_details
 
     try:
-        entry = load_prompt(name, version, store)
+        entry = load_prompt(name, version, Store(store, create=False))
         if export is not None:
             path = export_prompt(entry, export)
             console.print(f"exported {entry.name} v{entry.version} to {path}")
             return
     except UserError as error:
-        _fail(error)
+        _fail(_at_option(error))
     console.print(prompt_details(entry))
 
 

@@ -17,11 +17,15 @@ from prompt_descent.config import RunConfig
 from prompt_descent.errors import UserError
 
 Loc = tuple[int | str, ...]
+# Fields whose value an error never repeats: a URL may carry credentials.
+NOT_ECHOED = frozenset({"api_base"})
 
 
 def load_config(path: str | Path) -> RunConfig:
     """The run config in the YAML file at `path`, with its relative paths made absolute."""
     config_path = Path(path).expanduser().resolve()
+    if config_path.is_dir():
+        raise UserError(f"{path} is a directory, not a config file; give the path of a YAML file")
     if not config_path.is_file():
         raise UserError(f"config file not found: {path}")
     root = _compose(_read_text(config_path), config_path)
@@ -181,6 +185,8 @@ def _describe(error: dict, loc: Loc) -> str:
         return _unknown_field_message(loc)
     message = error["msg"].removeprefix("Value error, ")
     given = error.get("input")
+    if loc and loc[-1] in NOT_ECHOED:
+        return message
     if isinstance(given, str | int | float | bool) or given is None:
         message += f" (got {given!r})"
     return message

@@ -23,12 +23,14 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import asyncio
 import hashlib
 import json
+import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import litellm
 from litellm.llms.custom_llm import CustomLLM
@@ -84,11 +86,19 @@ def register_provider(name: str, handler: CustomLLM) -> None:
     custom_llm_setup()
 
 
-def check_model(settings: ModelSettings) -> None:
-    """Fail before anything is recorded when a model can never be called."""
+def check_model(settings: ModelSettings, field: str | None = None) -> None:
+    """Fail before anything is recorded when a model can never be called.
+
+    `field` is where the model was given (e.g. 'models.task.model'); the error names it.
+    """
     provider = settings.model.split("/", 1)[0]
     if provider == local.PROVIDER:
-        local.resolve(settings.model)
+        try:
+            local.resolve(settings.model)
+        except ModelError as error:
+            if error.file is not None or error.field is not None or field is None:
+                raise
+            raise ModelError(str(error), field=field) from None
         return
     if any(item["provider"] == provider for item in litellm.custom_provider_map):
         return
@@ -98,8 +108,33 @@ def check_model(settings: ModelSettings) -> None:
         raise ModelError(
             f"unknown model '{settings.model}': litellm has no provider for it; write it as "
             "provider/model, e.g. openai/gpt-4o-mini, ollama/llama3.1 or local/qwen2.5-coder-"
-            "1.5b-instruct"
+            "1.5b-instruct",
+            field=field,
         ) from None
+
+
+def check_api_base(settings: ModelSettings, field: str | None = None) -> None:
+    """Fail before any call when `api_base`, its ${VAR}s filled in, is no http(s) URL.
+
+    The message never shows the value: a URL from the environment may hold credentials.
+    """
+    if not settings.api_base:
+        return
+    url = os.path.expandvars(settings.api_base)
+    unset = re.search(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", url)
+    if unset:
+        raise ModelError(
+            f"api_base uses the environment variable {unset.group(1)}, which is not set; "
+            "set it, or write the URL",
+            field=field,
+        )
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ModelError(
+            "api_base is not an http(s) URL (its value is not shown: it may hold "
+            "credentials); write it as http://host:port/v1",
+            field=field,
+        )
 
 
 def call_key(model: str, messages: Sequence[dict[str, Any]], params: dict[str, Any]) -> str:

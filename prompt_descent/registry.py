@@ -61,8 +61,9 @@ class ExportedPrompt(BaseModel):
     test_score: float | None = None
 
 
-def open_store(store: StoreLike) -> Store:
-    return store if isinstance(store, Store) else Store(store)
+def open_store(store: StoreLike, *, create: bool = True) -> Store:
+    """`store` as a Store; `create=False` for reading: an existing DuckDB file or a UserError."""
+    return store if isinstance(store, Store) else Store(store, create=create)
 
 
 def _exists(store: StoreLike) -> bool:
@@ -93,7 +94,7 @@ def list_prompts(
     """Every registered version (of `name`, if given), by name then version."""
     if not _exists(store):
         return []
-    return [_entry(row) for row in open_store(store).registry_rows(name)]
+    return [_entry(row) for row in open_store(store, create=False).registry_rows(name)]
 
 
 def load_prompt(

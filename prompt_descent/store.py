@@ -6,12 +6,18 @@ closes it again (a `session` shares one open among a few operations in a row); a
 lock held by another process is waited out with a short retry, so two runs (or a
 CLI query during a run) on one file all finish. Rows are written in bulk: one
 columnar insert per table and transaction.
+
+Only writers create a store: a `Store(path)` makes the file and its directory on first
+use; a reader's `Store(path, create=False)` must find a DuckDB file there. Either way a
+path that cannot hold a store is a UserError before anything is made.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -23,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import duckdb
 
 from prompt_descent.config import ModelSettings, Prompt
+from prompt_descent.errors import UserError
 from prompt_descent.records import (
     CallRecord,
     Champion,
@@ -247,12 +254,80 @@ def _is_lock_conflict(error: duckdb.Error) -> bool:
     return "lock" in str(error).lower()
 
 
+DUCKDB_MAGIC = b"DUCK"  # bytes 8-12 of every DuckDB file, after the header's checksum
+WHERE_TO = "give a store path in a directory you can write"
+
+
+def _not_a_database(path: Path) -> UserError:
+    return UserError(
+        f"{path}: not a DuckDB database (the file holds something else); give another "
+        "store path, or move this file away if nothing of yours is in it",
+        field="store",
+    )
+
+
+def check_readable(path: str | Path) -> None:
+    """A UserError unless `path` is an existing DuckDB file; reads 12 bytes, writes nothing."""
+    target = Path(path)
+    if target.is_dir():
+        raise UserError(
+            f"{target} is a directory, not a store file; give a file path such as "
+            f"{target / 'runs.duckdb'}",
+            field="store",
+        )
+    if not target.is_file():
+        raise UserError(
+            f"no store at {target}: nothing has been recorded there; check the path "
+            "(optimize, evaluate and prompt-import create a store)",
+            field="store",
+        )
+    try:
+        with target.open("rb") as file:
+            header = file.read(12)
+    except OSError as error:
+        raise UserError(f"cannot read {target}: {error.strerror}", field="store") from None
+    if header[8:12] != DUCKDB_MAGIC:
+        raise _not_a_database(target)
+
+
+def check_writable(path: str | Path) -> None:
+    """A UserError if a store cannot be written at `path`; creates nothing that stays."""
+    target = Path(path)
+    if target.exists():
+        check_readable(target)
+        if not os.access(target, os.W_OK) or not os.access(target.parent, os.W_OK):
+            raise UserError(f"cannot write the store {target}: permission denied", field="store")
+        return
+    ancestor = target.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(
+            f"cannot create the store {target}: {ancestor} is a file, not a directory; " + WHERE_TO,
+            field="store",
+        )
+    try:  # os.access says yes to root everywhere, /proc included: ask the file system
+        handle, probe = tempfile.mkstemp(prefix=".prompt-descent-check-", dir=ancestor)
+    except OSError as error:
+        raise UserError(
+            f"cannot create the store {target}: no file can be made in {ancestor} "
+            f"({error.strerror}); " + WHERE_TO,
+            field="store",
+        ) from None
+    os.close(handle)
+    os.unlink(probe)
+
+
 class Store:
     """One DuckDB file. Each method is one short transaction."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+        """`create`: a writer's store, made with its directory on first use if missing;
+        without it (a reader's) the file must be a DuckDB store already."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.create = create
+        if not create:
+            check_readable(self.path)
         self._session = threading.local()
         self._schema_ready = False
 
@@ -272,6 +347,12 @@ class Store:
         if con is not None:  # inside a session
             yield con
             return
+        if not self._schema_ready:
+            if not self.create:
+                check_readable(self.path)  # DuckDB would make a missing file
+            elif not self.path.exists():
+                check_writable(self.path)
+                self.path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + LOCK_RETRY_SECONDS
         while True:
             try:
@@ -282,6 +363,8 @@ class Store:
                         self._schema_ready = True
                 break
             except duckdb.Error as error:
+                if "not a valid DuckDB database" in str(error):
+                    raise _not_a_database(self.path) from None
                 if not _is_lock_conflict(error) or time.monotonic() > deadline:
                     raise
                 time.sleep(random.uniform(0.05, 0.25))

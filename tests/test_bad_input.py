@@ -79,7 +79,7 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str]]] = [
     (
         "unknown model",
         {"run.yaml": config_text(model="nosuchprovider/x")},
-        ["unknown model 'nosuchprovider/x'"],
+        ["run.yaml:2", "field 'model'", "unknown model 'nosuchprovider/x'"],
     ),
     ("invalid YAML", {"run.yaml": config_text() + "steps: [1\n"}, ["run.yaml:", "YAML"]),
     (
@@ -183,3 +183,192 @@ def test_truncate_policy_cuts_a_long_input_to_fit_with_a_warning(
     assert fitted[0] == short
     assert 0 < len(fitted[1].inputs["input"]) < len(long.inputs["input"]) // 4
     assert "data.jsonl:7" in caplog.text and "'long' cut" in caplog.text
+
+
+# -- mistakes at any door: the command line, a config's store, model and api_base fields ----
+
+SECRET = "s3cret"
+TEXT_ROWS = [{"text": f"text {i}", "input": f"item {i}", "target": "yes"} for i in range(6)]
+GARBAGE = bytes(range(256)) * 16
+EVALUATE = ["evaluate", "data.jsonl", "--prompt", "Answer.", "--model", "fake/m"]
+CREDENTIALS = f"http://user:{SECRET}@host:1/v1"
+
+# (case, files to write (a name ending in / is a directory), arguments, expected parts)
+COMMAND_CASES: list[tuple[str, dict[str, str | bytes], list[str], list[str]]] = [
+    (
+        "template placeholder without a --field",
+        {},
+        [*EVALUATE, "--template", "Text: {text} Q: {question}", "--field", "text=text"],
+        ["--template", "{question}", "--field does not map", "text=text"],
+    ),
+    (
+        "malformed --template",
+        {},
+        [*EVALUATE, "--template", "{input"],
+        ["--template", "expected '}'"],
+    ),
+    ("malformed --field", {}, [*EVALUATE, "--field", "text"], ["--field", "placeholder=column"]),
+    (
+        "--max-tokens out of range",
+        {},
+        [*EVALUATE, "--max-tokens", "0"],
+        ["--max-tokens", "(got 0)"],
+    ),
+    (
+        "config store under a regular file",
+        {"notes.txt": "a file", "run.yaml": config_text(store="notes.txt/runs.duckdb")},
+        ["optimize", "run.yaml"],
+        ["run.yaml:7", "field 'store'", "notes.txt is a file, not a directory"],
+    ),
+    (
+        "--store under a regular file",
+        {"notes.txt": "a file"},
+        [*EVALUATE, "--store", "notes.txt/runs.duckdb"],
+        ["--store", "notes.txt is a file, not a directory"],
+    ),
+    (
+        "--store where no file can be made",
+        {},
+        [*EVALUATE, "--store", "/proc/prompt-descent/runs.duckdb"],
+        ["--store", "cannot create the store /proc/prompt-descent/runs.duckdb"],
+    ),
+    (
+        "config store that is not a DuckDB file",
+        {"runs.duckdb": GARBAGE, "run.yaml": config_text(store="runs.duckdb")},
+        ["optimize", "run.yaml"],
+        ["run.yaml:7", "field 'store'", "runs.duckdb: not a DuckDB database", "move this file"],
+    ),
+    (
+        "runs on a store that is not a DuckDB file",
+        {"runs.duckdb": GARBAGE},
+        ["runs", "--store", "runs.duckdb"],
+        ["--store", "runs.duckdb: not a DuckDB database"],
+    ),
+    *[
+        (
+            f"{args[0]} with no store",
+            {},
+            [*args, "--store", "typo/none.duckdb"],
+            ["--store", "no store at typo/none.duckdb"],
+        )
+        for args in (["runs"], ["show", "r1"], ["report", "r1"], ["prompts"], ["prompt", "p"])
+    ],
+    (
+        "resume with no store",
+        {},
+        ["resume", "r1", "--store", "typo/none.duckdb"],
+        ["no store at typo/none.duckdb"],
+    ),
+    (
+        "unknown model of a role",
+        {"run.yaml": config_text(models="{task: {model: foo/bar}}")},
+        ["optimize", "run.yaml"],
+        ["run.yaml:7", "field 'models.task.model'", "unknown model 'foo/bar'"],
+    ),
+    (
+        "api_base with credentials",
+        {"run.yaml": config_text(models=f"{{task: {{api_base: '{CREDENTIALS}'}}}}")},
+        ["optimize", "run.yaml"],
+        ["run.yaml:7", "field 'models.task.api_base'", "credentials"],
+    ),
+    (
+        "api_base with credentials beside an unknown model",
+        {
+            "run.yaml": config_text(
+                model="foo/bar", models=f"{{task: {{api_base: '{CREDENTIALS}'}}}}"
+            )
+        },
+        ["optimize", "run.yaml"],
+        ["run.yaml:7", "field 'models.task.api_base'", "credentials"],
+    ),
+    (
+        "api_base that is no URL",
+        {"run.yaml": config_text(models=f"{{task: {{api_base: 'user:{SECRET}@host:1/v1'}}}}")},
+        ["optimize", "run.yaml"],
+        ["run.yaml:7", "field 'models.task.api_base'", "not an http(s) URL"],
+    ),
+    (
+        "config path that is a directory",
+        {"conf/": ""},
+        ["optimize", "conf"],
+        ["conf is a directory"],
+    ),
+]
+
+
+def tree(root: Path) -> dict[str, bytes | None]:
+    """Every path under `root`, with the bytes of each file."""
+    return {
+        str(path.relative_to(root)): path.read_bytes() if path.is_file() else None
+        for path in sorted(root.rglob("*"))
+    }
+
+
+@pytest.mark.parametrize(
+    ("case", "files", "args", "expected"), COMMAND_CASES, ids=[c[0] for c in COMMAND_CASES]
+)
+def test_command_mistake_is_one_line_and_creates_or_changes_nothing(
+    case: str,
+    files: dict[str, str | bytes],
+    args: list[str],
+    expected: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fake_model: Callable,
+) -> None:
+    model = fake_model(lambda name, messages: "yes")
+    monkeypatch.chdir(tmp_path)
+    for name, content in ({"data.jsonl": jsonl(TEXT_ROWS)} | files).items():
+        if name.endswith("/"):
+            (tmp_path / name).mkdir()
+        elif isinstance(content, bytes):
+            (tmp_path / name).write_bytes(content)
+        else:
+            (tmp_path / name).write_text(content)
+    before = tree(tmp_path)
+
+    result = CliRunner().invoke(cli.app, args)
+
+    assert result.exit_code == 2, result.output
+    message = result.stderr.strip()
+    assert message.startswith("error:") and "\n" not in message, message
+    assert result.stdout == ""
+    assert "Traceback" not in result.output
+    assert SECRET not in result.output
+    for part in expected:
+        assert part in message, f"{case}: {part!r} not in {message!r}"
+    assert model.calls == []
+    assert tree(tmp_path) == before  # no store, directory or flow result made; none changed
+
+
+def test_cli_and_api_evaluate_make_the_same_calls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_model: Callable
+) -> None:
+    """`prompt-descent evaluate` is prompt_descent.evaluate: the same judge, the same calls."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+
+    import prompt_descent as pd
+    from prompt_descent.config import Models
+
+    fake_model(lambda name, messages: "8" if "rubric" in messages[0]["content"] else "yes")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data.jsonl").write_text(jsonl(ROWS[:4]))
+
+    result = CliRunner().invoke(
+        cli.app,
+        [*EVALUATE, "--metric", "llm_judge", "--template", "{input}", "--store", "cli.duckdb"],
+    )
+    assert result.exit_code == 0, result.output
+    with temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: tmp_path / "api-results"}):
+        pd.evaluate("Answer.", "data.jsonl", "llm_judge", "fake/m", store="api.duckdb")
+
+    def calls(store: str) -> list[tuple]:
+        with duckdb.connect(store, read_only=True) as con:
+            return con.execute(
+                "SELECT role, model, messages, params FROM llm_calls ORDER BY call_key"
+            ).fetchall()
+
+    assert calls("cli.duckdb") == calls("api.duckdb")
+    judged = [json.loads(params) for role, _, _, params in calls("cli.duckdb") if role == "judge"]
+    assert len(judged) == 4
+    assert all(params == Models().judge.sampling() for params in judged)

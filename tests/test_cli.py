@@ -18,6 +18,7 @@ from prompt_descent import cli
 from prompt_descent.config import Prompt, RunConfig
 from prompt_descent.fake import Script, ScriptedModel
 from prompt_descent.records import RunSummary
+from prompt_descent.store import Store
 
 RegisterModel = Callable[[Script], ScriptedModel]
 
@@ -109,6 +110,7 @@ def test_show_lists_each_proposal_with_its_reason_and_diff(
 
 def test_show_unknown_run_exits_2_with_one_line(tmp_path: Path) -> None:
     store = str(tmp_path / "runs.duckdb")
+    Store(store).query("SELECT 1")  # a store, without that run
 
     result = invoke("show", "nosuch", "--store", store)
 
