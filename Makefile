@@ -16,11 +16,15 @@ $(VENV)/.installed-%: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[$*]"
 	touch $@
 
+# `prompt-descent models` first: one completion per installed model, in a child process,
+# so a runtime that crashes on this CPU stops here with one line naming the model and the
+# CPU flags, instead of a segfault in the middle of a run or of the suite.
 demo: $(VENV)/.installed-local
 	$(BIN)/prompt-descent models
 	$(BIN)/prompt-descent optimize data/contains_answer.yaml
 
 test: $(VENV)/.installed-dev,local-small
+	$(BIN)/prompt-descent models
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 

@@ -7,7 +7,11 @@ reuses the cached prefix), yes/no accuracy on those calls, and how often a
 `response_format={"type": "json_object"}` request returns a usable
 {"system": ..., "template": ...} object.
 
-    python bench/local_speed.py [--models NAME ...] [--no-write]
+    python bench/local_speed.py [--models NAME ...] [--threads N ...] [--repacked] [--no-write]
+
+`--repacked` measures each model twice: with plain weight buffers, and with llama.cpp's
+extra buffer types (AMX tiles, repacked layouts), which the provider turns off only on
+CPUs with AMX, where they segfault (llama.cpp #20824). Never pass it on such a CPU.
 
 Prints a table and replaces its own section of BENCHMARKS.md.
 """
@@ -70,6 +74,7 @@ JSON_REQUESTS = [
 class Result(BaseModel):
     model: str
     threads: int
+    weights: str  # "plain", "repacked" (llama.cpp's extra buffer types), or "default"
     load_s: float
     prompt_tps: float
     gen_tps: float
@@ -167,7 +172,7 @@ def measure_json(model: str) -> tuple[int, str]:
     return ok, first
 
 
-def bench_model(model: str) -> Result:
+def bench_model(model: str, weights: str) -> Result:
     start = time.perf_counter()
     local.eval_stats(model)  # joins/verifies the weights and loads the model
     load_s = time.perf_counter() - start
@@ -180,6 +185,7 @@ def bench_model(model: str) -> Result:
     return Result(
         model=model,
         threads=local.n_threads(),
+        weights=weights,
         load_s=load_s,
         prompt_tps=prompt_tps,
         gen_tps=gen_tps,
@@ -195,9 +201,9 @@ def bench_model(model: str) -> Result:
 
 
 HEADERS = [
-    "model", "threads", "load s", "prompt tok/s", "gen tok/s", "calls/min, no shared prefix",
-    "calls/min, shared prefix", "prompt tok evaluated / call (no / shared)",
-    "yes/no correct", "usable JSON",
+    "model", "threads", "weights", "load s", "prompt tok/s", "gen tok/s",
+    "calls/min, no shared prefix", "calls/min, shared prefix",
+    "prompt tok evaluated / call (no / shared)", "yes/no correct", "usable JSON",
 ]  # fmt: skip
 
 
@@ -205,6 +211,7 @@ def row(r: Result) -> list[str]:
     return [
         r.model,
         str(r.threads),
+        r.weights,
         f"{r.load_s:.1f}",
         f"{r.prompt_tps:.0f}",
         f"{r.gen_tps:.1f}",
@@ -253,6 +260,11 @@ def main() -> None:
         type=int,
         help="llama.cpp thread counts to compare (default: the provider default)",
     )
+    parser.add_argument(
+        "--repacked",
+        action="store_true",
+        help="also measure with llama.cpp's extra buffer types (not on CPUs with AMX)",
+    )
     parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     args = parser.parse_args()
     local.register()
@@ -263,8 +275,13 @@ def main() -> None:
     for threads in args.threads or [local.n_threads()]:
         os.environ["PROMPT_DESCENT_N_THREADS"] = str(threads)  # read when a model loads
         for model in models:
-            console.print(f"benchmarking {model} with {threads} threads ...")
-            results.append(bench_model(model if model.startswith("local/") else f"local/{model}"))
+            name = model if model.startswith("local/") else f"local/{model}"
+            for weights in ("plain", "repacked") if args.repacked else ("default",):
+                console.print(f"benchmarking {model} with {threads} threads, {weights} weights")
+                if weights != "default":  # read when a model loads
+                    extra = "off" if weights == "plain" else "on"
+                    os.environ["PROMPT_DESCENT_EXTRA_BUFFERS"] = extra
+                results.append(bench_model(name, weights))
     table = Table(*HEADERS, title="local model speed")
     for r in results:
         table.add_row(*row(r))

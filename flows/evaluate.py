@@ -6,6 +6,8 @@ from prefect import flow
 
 from prompt_descent import llm
 from prompt_descent.config import Example, MetricSpec, Models, Prompt, SplitScore
+from prompt_descent.errors import RunStopped
+from prompt_descent.lifecycle import OpenRun, recorded_run
 from prompt_descent.recorder import RunRecorder
 from prompt_descent.store import Store
 from tasks.metric import metric, resolve_metric
@@ -33,16 +35,26 @@ async def evaluate_prompt(
 ) -> SplitScore:
     prepare_evaluation(spec, models)
     store = Store(store_path)
-    gateway = llm.Gateway(cache=store.cached_calls())
-    llm.activate(gateway)
-    store.start_run(run_id, run_id, "evaluate", {"prompt": prompt.model_dump()})
-    label = f"{split} {prompt.id}"
-    outputs = await predict(prompt, examples, models.task, concurrency, label=label)
-    scores = await metric(
-        spec, prompt.id, examples, outputs, models.judge, concurrency, label=label
-    )
-    recorder = RunRecorder(store, gateway, run_id)
-    recorder.evaluation(prompt, split, scores, label)
-    await recorder.flush()
-    store.finish_evaluation(run_id, scores.score)
+    scores: SplitScore | None = None
+
+    async def close(opened: OpenRun) -> None:
+        recorder.calls(opened.gateway.drain())
+        await recorder.flush()
+        store.end_run(run_id, opened.status, opened.stop_reason)
+        if scores is not None:
+            store.finish_evaluation(run_id, scores.score)
+
+    recorder: RunRecorder
+    async with recorded_run(
+        store, run_id, run_id, "evaluate", {"prompt": prompt.model_dump()}, close=close
+    ) as opened:
+        recorder = RunRecorder(store, opened.gateway, run_id)
+        label = f"{split} {prompt.id}"
+        outputs = await predict(prompt, examples, models.task, concurrency, label=label)
+        scores = await metric(
+            spec, prompt.id, examples, outputs, models.judge, concurrency, label=label
+        )
+        recorder.evaluation(prompt, split, scores, label)
+    if scores is None:
+        raise RunStopped(opened.stop_reason or "stopped")
     return scores

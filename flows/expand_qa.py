@@ -19,7 +19,7 @@ from flows.optimize import new_run_id
 from prompt_descent import llm
 from prompt_descent.config import Budget, Example
 from prompt_descent.datasets import load_examples
-from prompt_descent.errors import RunStopped
+from prompt_descent.lifecycle import recorded_run
 from prompt_descent.qa import (
     QA_PLACEHOLDER,
     REPHRASE_PLACEHOLDER,
@@ -84,21 +84,17 @@ async def expand_qa(
         database,
     )
     run_id = run_id or new_run_id("expand-qa")
-    gateway = llm.Gateway(budget, the_store.cached_calls())
-    llm.activate(gateway)
-    the_store.start_run(
-        run_id,
-        "expand_qa",
-        "expand_qa",
-        {
-            "texts": str(texts),
-            "qa_prompt": f"{qa.name} v{qa.version}",
-            "rephrase_prompt": f"{reword.name} v{reword.version}",
-            "output": str(output) if output else None,
-        },
-    )
-    status, reason, rows = "failed", None, []
-    try:
+    rows: list[ExpandedQA] = []
+    config = {
+        "texts": str(texts),
+        "qa_prompt": f"{qa.name} v{qa.version}",
+        "rephrase_prompt": f"{reword.name} v{reword.version}",
+        "output": str(output) if output else None,
+    }
+    async with recorded_run(
+        the_store, run_id, "expand_qa", "expand_qa", config, budget=budget
+    ) as opened:
+        gateway = opened.gateway
         pairs = await qa_pairs(qa.prompt, examples, qa.settings, concurrency, label=qa.name)
         the_store.save_step(run_id, prompts=[qa.prompt], calls=gateway.drain())
         pending = questions_to_reword(pairs)
@@ -110,17 +106,8 @@ async def expand_qa(
         the_store.save_expanded_qa(run_id, rows)
         if output is not None:
             write_output(run_id, rows, output)
-        status = "completed"
-    except RunStopped as stopped:
-        status, reason = "stopped", str(stopped)
-        get_run_logger().warning("stopping: %s; the calls made so far are cached", stopped)
-    except BaseException as failure:
-        reason = f"{type(failure).__name__}: {failure}"
-        raise
-    finally:
-        the_store.save_step(run_id, prompts=[], calls=gateway.drain())
-        the_store.end_run(run_id, status, reason)
-    summary = _summary(run_id, status, reason, len(examples), rows, output, gateway, started)
+    status, reason = opened.status, opened.stop_reason
+    summary = _summary(run_id, status, reason, len(examples), rows, output, opened.gateway, started)
     get_run_logger().info(
         "%d texts -> %d rows (%d with an error)", summary.texts, summary.rows, summary.failed
     )

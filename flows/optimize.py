@@ -18,7 +18,7 @@ from prompt_descent.batching import minibatches, planned_steps
 from prompt_descent.config import Example, Models, Prompt, RunConfig, SplitScore
 from prompt_descent.context import fit_to_context
 from prompt_descent.datasets import DataSplits, load_examples, split_examples
-from prompt_descent.errors import RunStopped
+from prompt_descent.lifecycle import OpenRun, recorded_run
 from prompt_descent.recorder import RunRecorder
 from prompt_descent.records import Attempt, RegistryEntry, RunSummary
 from prompt_descent.store import Store, check_writable
@@ -223,64 +223,37 @@ async def optimize_prompt(
     splits = prepare_run(config)
     store = Store(config.store)
     run_id = run_id or new_run_id(config.name)
-    journal = store.path.parent / "journal" / f"{run_id}.jsonl"
-    with store.session():
-        store.save_step(run_id, prompts=[], calls=llm.load_journal(journal))
-        store.start_run(run_id, config.name, config.mode, config.model_dump(mode="json"))
-        cache, spent = store.cached_calls(), store.run_usage(run_id)
-    gateway = llm.Gateway(
-        config.budget,
-        cache,
-        config.retry,
-        journal,
-        spent=spent,
-        before_request=await provider_rate_limits(config.rpm_limits),
-    )
-    llm.activate(gateway)
     steps = planned_steps(len(splits.train), config.batch_size, config.epochs, config.steps)
-    trainer = Trainer(
-        config=config,
-        splits=splits,
-        gateway=gateway,
-        recorder=RunRecorder(store, gateway, run_id),
-        publisher=RunPublisher(run_id, steps),
-        run=RunSummary(
-            run_id=run_id,
-            name=config.name,
-            baseline_prompt=config.prompt.id,
-            best_prompt=config.prompt.id,
-        ),
-        current=config.prompt,
-        answers=answer_space(splits.train),
+    run = RunSummary(
+        run_id=run_id,
+        name=config.name,
+        baseline_prompt=config.prompt.id,
+        best_prompt=config.prompt.id,
     )
-    run = trainer.run
-    await trainer.publisher.started()
-    try:
-        gateway.remote = open_fan_out(config)
-        await trainer.train()
-        run.status = "completed"
-    except RunStopped as stopped:
-        run.status, run.stop_reason = "stopped", str(stopped)
-        get_run_logger().warning("stopping: %s; keeping the best prompt so far", stopped)
-    except BaseException as failure:
-        run.status, run.stop_reason = "failed", f"{type(failure).__name__}: {failure}"
-        # the steps done so far still reach the UI; the failure is what to report
-        with contextlib.suppress(Exception):
-            await trainer.publisher.sent()
-        raise
-    finally:
+    publisher = RunPublisher(run_id, steps)
+    trainer: Trainer | None = None
+
+    async def close(opened: OpenRun) -> None:
+        run.status, run.stop_reason = opened.status, opened.stop_reason
+        gateway = opened.gateway
         if gateway.remote is not None:
             gateway.remote.close()
-        trainer.recorder.calls(gateway.drain())
+        recorder = RunRecorder(store, gateway, run_id) if trainer is None else trainer.recorder
+        recorder.calls(gateway.drain())
+        if run.status == "failed":  # the steps done so far still reach the UI
+            with contextlib.suppress(Exception):
+                await publisher.sent()
         with store.session():  # opened first, the file stays open for the recorder's last write
-            await trainer.recorder.flush()
-            journal.unlink(missing_ok=True)
+            await recorder.flush()
+            if opened.journal is not None:
+                opened.journal.unlink(missing_ok=True)
             run.usage, run.seconds = store.run_usage(run_id), time.monotonic() - started
             run.registered_version = store.registered_version(run_id)
             if (
                 register_best
                 and run.registered_version is None
                 and run.status != "failed"
+                and not opened.interrupted  # its resume registers the prompt it ends with
                 and run.best_val is not None
             ):
                 run.registered_version = store.register(
@@ -292,8 +265,34 @@ async def optimize_prompt(
                         champion=True,
                         run_id=run_id,
                     ),
-                    trainer.current,
+                    trainer.current if trainer is not None else config.prompt,
                 )
             store.finish_run(run_id, run)
-    await trainer.publisher.finished(run, trainer.current, config.store)
+
+    async with recorded_run(
+        store,
+        run_id,
+        config.name,
+        config.mode,
+        config.model_dump(mode="json"),
+        budget=config.budget,
+        retry=config.retry,
+        journaled=True,
+        before_request=await provider_rate_limits(config.rpm_limits),
+        close=close,
+    ) as opened:
+        trainer = Trainer(
+            config=config,
+            splits=splits,
+            gateway=opened.gateway,
+            recorder=RunRecorder(store, opened.gateway, run_id),
+            publisher=publisher,
+            run=run,
+            current=config.prompt,
+            answers=answer_space(splits.train),
+        )
+        await publisher.started()
+        opened.gateway.remote = open_fan_out(config)
+        await trainer.train()
+    await publisher.finished(run, trainer.current, config.store)
     return run

@@ -9,12 +9,14 @@ themselves instead: `flows.optimize.optimize_prompt`, `flows.evaluate.evaluate_p
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Coroutine, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
+from prompt_descent import interrupt
 from prompt_descent.config import (
     Budget,
     DatasetSpec,
@@ -27,7 +29,7 @@ from prompt_descent.config import (
     SplitScore,
 )
 from prompt_descent.environment import apply_project_defaults
-from prompt_descent.errors import UserError
+from prompt_descent.errors import RunStopped, UserError
 from prompt_descent.qa import ExpandSummary
 from prompt_descent.records import RunSummary
 from prompt_descent.registry import (
@@ -45,6 +47,8 @@ from prompt_descent.registry import (
 if TYPE_CHECKING:
     from prompt_descent.runner import Output
 
+T = TypeVar("T")
+
 __all__ = [
     "RegisteredPrompt",
     "evaluate",
@@ -55,8 +59,32 @@ __all__ = [
     "load_prompt",
     "optimize",
     "register_prompt",
+    "resume",
     "run_prompt",
 ]
+
+
+def _run_flow(work: Coroutine[Any, Any, T], run_id: str, resume: str | None = None) -> T:
+    """Run a flow to its end, with a Prefect API to report to and the two-step Ctrl-C.
+
+    After a Ctrl-C stopped run `run_id`, raises RunInterrupted (a KeyboardInterrupt)
+    naming `resume`, the command that finishes it, if it can be resumed.
+    """
+    from prompt_descent.prefect_api import ensure_api
+
+    try:
+        ensure_api()
+        with interrupt.handling_sigint():
+            result = asyncio.run(work)
+    except RunStopped:  # evaluate and run have no result to return after a stop
+        if not interrupt.requested():
+            raise
+        result = None
+    finally:
+        work.close()  # never started if the API could not be had: no "never awaited" warning
+    if interrupt.requested():
+        raise interrupt.RunInterrupted(run_id, resume)
+    return result
 
 
 def _no_running_loop(name: str) -> None:
@@ -77,12 +105,30 @@ def optimize(config: RunConfig | str | Path, run_id: str | None = None) -> RunSu
     """
     _no_running_loop("optimize")
     apply_project_defaults()
-    from flows.optimize import optimize_prompt, prepare_run
+    from flows.optimize import new_run_id, optimize_prompt, prepare_run
     from prompt_descent.configfile import load_config
 
     run_config = config if isinstance(config, RunConfig) else load_config(config)
     prepare_run(run_config)  # input mistakes raise UserError here, before any flow run
-    return asyncio.run(optimize_prompt(run_config, run_id=run_id))
+    run_id = run_id or new_run_id(run_config.name)
+    resume_command = f"prompt-descent resume {run_id} --store {run_config.store}"
+    return _run_flow(optimize_prompt(run_config, run_id=run_id), run_id, resume_command)
+
+
+def resume(run_id: str, store: str | Path = DEFAULT_STORE) -> RunSummary:
+    """Finish an interrupted optimize run with the config it started with; no LLM call it
+    completed is made again."""
+    _no_running_loop("resume")
+    apply_project_defaults()
+    from flows.optimize import optimize_prompt, prepare_run
+
+    saved = open_store(store, create=False).run_config(run_id)  # a lookup creates nothing
+    if saved is None:
+        raise UserError(f"no run '{run_id}' in {store}; `prompt-descent runs` lists them")
+    config = RunConfig.model_validate(saved)
+    prepare_run(config)
+    resume_command = f"prompt-descent resume {run_id} --store {store}"
+    return _run_flow(optimize_prompt(config, run_id=run_id), run_id, resume_command)
 
 
 def evaluate(
@@ -134,7 +180,8 @@ def evaluate(
     if not examples:
         raise UserError("no examples to evaluate (limit is 0?)", field="limit")
     prepare_evaluation(metric_spec, models)
-    return asyncio.run(
+    run_id = run_id or new_run_id(f"eval-{the_prompt.id}")
+    return _run_flow(
         evaluate_prompt(
             the_prompt,
             examples,
@@ -142,8 +189,9 @@ def evaluate(
             models,
             concurrency,
             str(store),
-            run_id or new_run_id(f"eval-{the_prompt.id}"),
-        )
+            run_id,
+        ),
+        run_id,
     )
 
 
@@ -188,28 +236,40 @@ def _settings(
 
 def run_prompt(
     name: str,
-    inputs: Sequence[str | Mapping[str, str]],
+    inputs: Sequence[str | Mapping[str, str]] | None = None,
     version: int | None = None,
     store: StoreLike = DEFAULT_STORE,
     concurrency: int = 4,
+    *,
+    file: str | Path | None = None,
+    fields: Mapping[str, str] | None = None,
+    id_column: str | None = None,
 ) -> list[Output]:
-    """Apply a registered prompt, with its registered model and settings, to `inputs`.
+    """Apply a registered prompt, with its registered model and settings, to `inputs` or
+    to the rows of `file`.
 
-    Each input is a string (for a template with one placeholder) or a mapping of
-    placeholder -> value. Returns one Output (id, output, error) per input, in order;
-    the ids are the inputs' positions. Calls are cached and recorded in the store.
+    Each input is a string (for a template with one placeholder; a JSON object fills
+    several) or a mapping of placeholder -> value; their ids are their positions. A
+    JSONL/CSV/Parquet `file` fills each placeholder from the column of its name, or
+    the one `fields` maps it to. Returns one Output (id, output, error) per input, in
+    order. Calls are cached and recorded in the store.
     """
     _no_running_loop("run_prompt")
-    from prompt_descent.runner import input_example
+    from prompt_descent.runner import file_examples, input_example
     from prompt_descent.runner import run_prompt as run_registered
 
+    if (inputs is None) == (file is None):
+        raise UserError("give exactly one of inputs or file")
     entry = load_prompt(name, version, store)
-    examples = [
-        Example(id=str(i), inputs=dict(item))
-        if isinstance(item, Mapping)
-        else input_example(entry, item).model_copy(update={"id": str(i)})
-        for i, item in enumerate(inputs)
-    ]
+    if file is not None:
+        examples = file_examples(entry, file, dict(fields or {}), id_column)
+    else:
+        examples = [
+            Example(id=str(i), inputs=dict(item))
+            if isinstance(item, Mapping)
+            else input_example(entry, item, str(i))
+            for i, item in enumerate(inputs or [])
+        ]
     missing = [
         (e.id, sorted(entry.prompt.placeholders() - set(e.inputs)))
         for e in examples
@@ -218,7 +278,17 @@ def run_prompt(
     if missing:
         index, names = missing[0]
         raise UserError(f"input {index} has no value for placeholder {{{names[0]}}}")
-    return asyncio.run(run_registered(entry, examples, open_store(store), concurrency))
+    # not a flow: serving a prompt does not wait for a Prefect server to start
+    run_id = f"run-{entry.name}-{uuid.uuid4().hex[:8]}"
+    with interrupt.handling_sigint():
+        try:
+            return asyncio.run(
+                run_registered(entry, examples, open_store(store), concurrency, run_id)
+            )
+        except RunStopped:
+            if interrupt.requested():
+                raise interrupt.RunInterrupted(run_id, None) from None
+            raise
 
 
 def expand_qa(
@@ -245,6 +315,9 @@ def expand_qa(
     apply_project_defaults()
     from flows.expand_qa import expand_qa as expand_qa_flow
     from flows.expand_qa import prepare_expansion
+    from flows.optimize import new_run_id
+
+    run_id = run_id or new_run_id("expand-qa")
 
     prepare_expansion(
         texts,
@@ -269,4 +342,4 @@ def expand_qa(
         budget=budget,
         run_id=run_id,
     )
-    return asyncio.run(work)
+    return _run_flow(work, run_id)

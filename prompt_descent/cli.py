@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -21,6 +21,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 console = Console(width=shutil.get_terminal_size((220, 40)).columns)
 DEFAULT_STORE = ".prompt_descent/runs.duckdb"
 
+T = TypeVar("T")
 StoreOption = Annotated[str, typer.Option("--store", help="DuckDB file of the project.")]
 
 
@@ -29,20 +30,35 @@ def _fail(error: Exception) -> None:
     raise typer.Exit(2)
 
 
+def _interruptible(work: Callable[[], T]) -> T:
+    """`work()`, with a Ctrl-C reported as what it did, and exit code 130."""
+    from prompt_descent.interrupt import EXIT_CODE, RunInterrupted
+
+    err = Console(stderr=True, soft_wrap=True)
+    try:
+        return work()
+    except RunInterrupted as stopped:
+        err.print(f"interrupted: {stopped}", highlight=False)
+        if stopped.resume:
+            err.print(f"resume it with: {stopped.resume}", highlight=False)
+        raise typer.Exit(EXIT_CODE) from None
+    except KeyboardInterrupt:
+        err.print("interrupted before any run started", highlight=False)
+        raise typer.Exit(EXIT_CODE) from None
+
+
 @app.command()
 def optimize(
     config: Annotated[Path, typer.Argument(help="Run config (YAML).")],
     run_id: Annotated[str | None, typer.Option(help="Name the run (default: generated).")] = None,
 ) -> None:
     """Optimize the config's prompt and print baseline vs best."""
-    from flows.optimize import optimize_prompt, prepare_run
-    from prompt_descent.configfile import load_config, locate_in_config
+    from prompt_descent import api
+    from prompt_descent.configfile import locate_in_config
     from prompt_descent.views import summary_table
 
     try:
-        run_config = load_config(config)
-        prepare_run(run_config)
-        summary = asyncio.run(optimize_prompt(run_config, run_id=run_id))
+        summary = _interruptible(lambda: api.optimize(config, run_id=run_id))
     except UserError as error:
         _fail(locate_in_config(error, config))
     console.print(summary_table(summary))
@@ -54,37 +70,14 @@ def resume(
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """Finish an interrupted run; no LLM call it completed is made again."""
-    from flows.optimize import optimize_prompt, prepare_run
-    from prompt_descent.config import RunConfig
-    from prompt_descent.store import Store
+    from prompt_descent import api
     from prompt_descent.views import summary_table
 
     try:
-        saved = Store(store, create=False).run_config(run)  # a lookup creates nothing
+        summary = _interruptible(lambda: api.resume(run, store))
     except UserError as error:
         _fail(_at_option(error))
-    if saved is None:
-        _fail(UserError(f"no run '{run}' in {store}; `prompt-descent runs` lists them"))
-    try:
-        config = RunConfig.model_validate(saved)
-        prepare_run(config)
-        summary = asyncio.run(optimize_prompt(config, run_id=run))
-    except UserError as error:
-        _fail(error)
     console.print(summary_table(summary))
-
-
-@app.command()
-def runs(store: StoreOption = DEFAULT_STORE) -> None:
-    """List the runs in the store."""
-    from prompt_descent.store import Store
-    from prompt_descent.views import runs_table
-
-    try:
-        table = runs_table(Store(store, create=False))
-    except UserError as error:
-        _fail(_at_option(error))
-    console.print(table)
 
 
 # The API's parameters as this CLI spells them, for errors that name one.
@@ -105,6 +98,19 @@ def _at_option(error: UserError) -> UserError:
     for parameter, option in OPTIONS.items():
         message = message.replace(f"`{parameter}`", option)
     return UserError(f"{OPTIONS[error.field]}: {message}")
+
+
+@app.command()
+def runs(store: StoreOption = DEFAULT_STORE) -> None:
+    """List the runs in the store."""
+    from prompt_descent.store import Store
+    from prompt_descent.views import runs_table
+
+    try:
+        table = runs_table(Store(store, create=False))
+    except UserError as error:
+        _fail(_at_option(error))
+    console.print(table)
 
 
 @app.command()
@@ -144,18 +150,20 @@ def evaluate(
     from prompt_descent.runner import parse_fields
 
     try:
-        scores = api.evaluate(
-            prompt,
-            dataset,
-            metric,
-            model,
-            template=template,
-            fields=parse_fields(field) or None,
-            target=target,
-            limit=limit,
-            concurrency=concurrency,
-            store=store,
-            max_tokens=max_tokens,
+        scores = _interruptible(
+            lambda: api.evaluate(
+                prompt,
+                dataset,
+                metric,
+                model,
+                template=template,
+                fields=parse_fields(field) or None,
+                target=target,
+                limit=limit,
+                concurrency=concurrency,
+                store=store,
+                max_tokens=max_tokens,
+            )
         )
     except UserError as error:
         _fail(_at_option(error))
@@ -168,23 +176,37 @@ def evaluate(
 
 @app.command()
 def models() -> None:
-    """The embedded local models: installed, verified, size."""
+    """The embedded local models: installed, verified, size, and whether each one
+    generates on this machine (one completion each, in a child process).
+
+    Exits 1, with one line per model, when an installed model cannot generate here.
+    """
     from rich.table import Table
 
     from prompt_descent.local import describe_models
+    from prompt_descent.local_probe import probe
 
+    # probed first: a first probe joins and verifies the weights it loads
+    probes = {info.name: probe(info.name) for info in describe_models() if info.installed}
     table = Table(title="local models")
-    for column in ("model", "installed", "verified", "size", "path"):
+    for column in ("model", "installed", "verified", "generates", "size", "path"):
         table.add_column(column)
     for info in describe_models():
+        result = probes.get(info.name)
         table.add_row(
             info.name,
             "yes" if info.installed else "no",
             "yes" if info.verified else "no",
+            "-" if result is None else "yes" if result.generates else "NO",
             f"{info.size_bytes / 1e6:,.0f} MB",
             str(info.path or ""),
         )
     console.print(table)
+    problems = [result.problem for result in probes.values() if result.problem]
+    if problems:
+        for problem in problems:
+            Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {problem}")
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -302,22 +324,26 @@ def run(
     """
     import json
 
-    from prompt_descent.registry import load_prompt
-    from prompt_descent.runner import file_examples, input_example, parse_fields, run_prompt
-    from prompt_descent.store import Store
+    from prompt_descent import api
+    from prompt_descent.runner import parse_fields
 
     try:
         if (text is None) == (file is None):
             raise UserError("give exactly one of --input TEXT or --file FILE")
         if field and file is None:
-            raise UserError("--field maps columns of a --file; --input fills the one placeholder")
-        entry = load_prompt(name, version, store)
-        examples = (
-            [input_example(entry, text)]
-            if text is not None
-            else file_examples(entry, file, parse_fields(field), id_column)
+            raise UserError("--field maps columns of a --file; --input fills the placeholders")
+        outputs = _interruptible(
+            lambda: api.run_prompt(
+                name,
+                None if text is None else [text],
+                version,
+                store,
+                concurrency,
+                file=file,
+                fields=parse_fields(field),
+                id_column=id_column,
+            )
         )
-        outputs = asyncio.run(run_prompt(entry, examples, Store(store), concurrency))
     except UserError as error:
         _fail(error)
     for output in outputs:
@@ -345,23 +371,11 @@ def expand_qa(
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """Texts -> QA pairs -> reworded questions, with the registered prompts; rows in DuckDB."""
-    from flows.expand_qa import expand_qa as expand_qa_flow
-    from flows.expand_qa import prepare_expansion
-    from prompt_descent.store import Store
+    from prompt_descent import api
 
     try:
-        prepare_expansion(
-            texts,
-            qa_prompt,
-            rephrase_prompt,
-            Store(store),
-            output,
-            text_column,
-            id_column,
-            database,
-        )
-        summary = asyncio.run(
-            expand_qa_flow(
+        summary = _interruptible(
+            lambda: api.expand_qa(
                 texts,
                 qa_prompt,
                 rephrase_prompt,

@@ -43,9 +43,9 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from prompt_descent import fake, local
+from prompt_descent import fake, interrupt, local
 from prompt_descent.config import Budget, ModelSettings, RetrySettings
-from prompt_descent.errors import BudgetExhausted, ModelError, TooManyFailures
+from prompt_descent.errors import BudgetExhausted, ModelError, RunStopped, TooManyFailures
 from prompt_descent.records import CallRecord, Usage
 
 litellm.telemetry = False
@@ -256,11 +256,17 @@ class Gateway:
         return None
 
     def _reserve(self) -> None:
+        interrupt.check()
         with self._lock:
             reason = self.exhausted_because()
             if reason:
                 raise BudgetExhausted(reason)
             self._in_flight += 1
+
+    def _release(self) -> None:
+        """A reserved call that ends with nothing to record (dropped by an interrupt)."""
+        with self._lock:
+            self._in_flight -= 1
 
     def _settle(self, record: CallRecord) -> None:
         with self._lock:
@@ -293,6 +299,7 @@ class Gateway:
     ) -> Any:
         if self.before_request is not None:
             await self.before_request(settings.model)
+        interrupt.check()
         response = await litellm.acompletion(
             model=settings.model,
             messages=messages,
@@ -337,7 +344,7 @@ class Gateway:
         )
         try:
             async for attempt in AsyncRetrying(
-                retry=retry_if_exception(_retryable),
+                retry=retry_if_exception(lambda e: _retryable(e) and not interrupt.requested()),
                 wait=self._wait,
                 stop=stop_after_attempt(self.retry.attempts),
                 reraise=True,
@@ -345,6 +352,9 @@ class Gateway:
                 with attempt:
                     response = await self._ask(settings, messages, params)
         except Exception as error:
+            if interrupt.requested():  # not the call's failure: it was stopped, or never made
+                self._release()
+                raise interrupt.Interrupted(interrupt.REASON) from None
             failed = record.model_copy(
                 update={"error": _one_line(error), "latency_s": time.monotonic() - started}
             )
@@ -415,7 +425,7 @@ class Gateway:
         try:
             async with asyncio.TaskGroup() as group:
                 running = [group.create_task(one(m)) for m in conversations]
-        except* (BudgetExhausted, ModelError) as failures:
+        except* (RunStopped, ModelError) as failures:
             # the first stop reason is the one to report; the sibling calls were cancelled
             raise failures.exceptions[0] from None
         return [call.result() for call in running]

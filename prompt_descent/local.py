@@ -22,6 +22,7 @@ import logging
 import struct
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -31,6 +32,7 @@ from litellm import CustomLLM, ModelResponse
 from litellm.types.utils import Usage
 from pydantic import BaseModel
 
+from prompt_descent import interrupt
 from prompt_descent.errors import ModelError
 
 PROVIDER = "local"
@@ -434,6 +436,60 @@ def n_threads() -> int:
     return max(1, cpus - 1)
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags, as /proc/cpuinfo lists them (empty where it cannot be read)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    line = next((li for li in text.splitlines() if li.startswith("flags")), "")
+    return set(line.partition(":")[2].split())
+
+
+def extra_buffer_types() -> bool:
+    """Whether llama.cpp may put weights in its extra buffer types (AMX tiles, repacked
+    layouts): PROMPT_DESCENT_EXTRA_BUFFERS=on|off, else on unless the CPU has AMX.
+
+    On Intel CPUs with AMX, llama.cpp puts the weights in its AMX buffer and the first
+    decode segfaults (llama.cpp #20824). Elsewhere the repacked layouts are worth keeping:
+    on AMD EPYC they generate faster (bench/local_speed.py --repacked).
+    """
+    raw = os.environ.get("PROMPT_DESCENT_EXTRA_BUFFERS", "").strip().lower()
+    if raw in ("on", "off"):
+        return raw == "on"
+    if raw:
+        raise ModelError(f"PROMPT_DESCENT_EXTRA_BUFFERS={raw!r}: set it to on or off, or unset it")
+    return not any(flag.startswith("amx") for flag in cpu_flags())
+
+
+@contextlib.contextmanager
+def _buffer_types_as_configured() -> Iterator[None]:
+    """Load with `use_extra_bufts` set as extra_buffer_types() says.
+
+    `Llama()` takes no such argument: it builds its model params from
+    `llama_model_default_params()`, so those defaults are changed while it loads; the
+    caller holds `_load_lock`.
+    """
+    if extra_buffer_types():
+        yield
+        return
+    from llama_cpp import llama as llama_module
+
+    bindings = llama_module.llama_cpp
+    defaults = bindings.llama_model_default_params
+
+    def plain_buffers() -> Any:
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    bindings.llama_model_default_params = plain_buffers
+    try:
+        yield
+    finally:
+        bindings.llama_model_default_params = defaults
+
+
 def _load(path: Path) -> _Loaded:
     """The process-wide model for `path`, loaded on first use."""
     with _load_lock:
@@ -453,13 +509,14 @@ def _load(path: Path) -> _Loaded:
         _check_fits(path, meta, context)
         threads = n_threads()
         try:
-            llama = Llama(
-                model_path=str(path),
-                n_ctx=context,
-                n_threads=threads,
-                n_threads_batch=threads,
-                verbose=False,  # the seed is set per call, see chat_kwargs
-            )
+            with _buffer_types_as_configured():
+                llama = Llama(
+                    model_path=str(path),
+                    n_ctx=context,
+                    n_threads=threads,
+                    n_threads_batch=threads,
+                    verbose=False,  # the seed is set per call, see chat_kwargs
+                )
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelError(
                 f"{path}: llama.cpp could not load the model ({exc}); check that it is a "
@@ -561,6 +618,7 @@ def run_chat(model: str, messages: list[Any], optional_params: dict[str, Any]) -
     # Calls share one llama.cpp context; serialising them also lets llama-cpp reuse the
     # KV cache of the longest common token prefix with the previous call (system prompt).
     with loaded.lock:
+        interrupt.check()  # a call that waited for the model while a Ctrl-C came is not made
         try:
             return loaded.llama.create_chat_completion(messages=chat, stream=False, **kwargs)
         except ValueError as exc:

@@ -9,14 +9,15 @@ a Prefect server to start.
 
 from __future__ import annotations
 
+import json
 import uuid
 from functools import partial
 from pathlib import Path
 
-from prompt_descent import llm
 from prompt_descent.config import DatasetSpec, Example
 from prompt_descent.datasets import load_examples
-from prompt_descent.errors import UserError
+from prompt_descent.errors import RunStopped, UserError
+from prompt_descent.lifecycle import OpenRun, recorded_run
 from prompt_descent.records import Record
 from prompt_descent.registry import RegisteredPrompt
 from prompt_descent.store import Store
@@ -46,16 +47,25 @@ def _describe(entry: RegisteredPrompt) -> str:
     return f"prompt '{entry.name}' v{entry.version}"
 
 
-def input_example(entry: RegisteredPrompt, text: str) -> Example:
-    """One literal input: fills the template's only placeholder."""
+def input_example(entry: RegisteredPrompt, text: str, example_id: str) -> Example:
+    """One literal input: the template's only placeholder, or a JSON object of them all."""
     names = sorted(entry.prompt.placeholders())
-    if len(names) != 1:
-        listed = ", ".join(f"{{{name}}}" for name in names)
+    if len(names) == 1:
+        return Example(id=example_id, inputs={names[0]: text})
+    listed = ", ".join(f"{{{name}}}" for name in names)
+    try:
+        values = json.loads(text)
+    except ValueError:
+        values = None
+    if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
         raise UserError(
-            f"{_describe(entry)} has placeholders {listed} but --input fills only one; "
-            "give a --file with a column per placeholder (map them with --field)"
+            f"{_describe(entry)} has placeholders {listed}: give the input as a JSON object "
+            "of strings with a key for each, or a --file with a column per placeholder"
         )
-    return Example(id="input", inputs={names[0]: text})
+    missing = [name for name in names if name not in values]
+    if missing:
+        raise UserError(f"the input has no key '{missing[0]}' for {_describe(entry)}'s {listed}")
+    return Example(id=example_id, inputs={name: values[name] for name in names})
 
 
 def file_examples(
@@ -87,30 +97,26 @@ async def run_prompt(
 ) -> list[Output]:
     """The registered prompt's answer for each example, in order; calls recorded in `store`."""
     run_id = run_id or f"run-{entry.name}-{uuid.uuid4().hex[:8]}"
-    gateway = llm.Gateway(cache=store.cached_calls())
-    store.start_run(
-        run_id,
-        entry.name,
-        "run",
-        {"name": entry.name, "version": entry.version, "prompt_id": entry.prompt.id},
-    )
-    status, reason = "failed", None
-    try:
+    config = {"name": entry.name, "version": entry.version, "prompt_id": entry.prompt.id}
+
+    async def close(opened: OpenRun) -> None:
+        store.save_step(run_id, prompts=[entry.prompt], calls=opened.gateway.drain())
+        store.end_run(run_id, opened.status, opened.stop_reason)
+
+    calls = []
+    async with recorded_run(store, run_id, entry.name, "run", config, close=close) as opened:
         # Not complete_many: a failed input is an output line with its error, never a stop.
         calls = await fan_out(
             [
-                partial(gateway.complete, "run", entry.settings, entry.prompt.render(e.inputs))
+                partial(
+                    opened.gateway.complete, "run", entry.settings, entry.prompt.render(e.inputs)
+                )
                 for e in examples
             ],
             concurrency,
         )
-        status = "completed"
-    except BaseException as failure:
-        reason = f"{type(failure).__name__}: {failure}"
-        raise
-    finally:
-        store.save_step(run_id, prompts=[entry.prompt], calls=gateway.drain())
-        store.end_run(run_id, status, reason)
+    if opened.status != "completed":
+        raise RunStopped(opened.stop_reason or "stopped")
     return [
         Output(id=e.id, output=None if c.error else (c.response or "").strip(), error=c.error)
         for e, c in zip(examples, calls, strict=True)

@@ -17,12 +17,13 @@ from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 from prefect.tasks import exponential_backoff
 
 from prompt_descent.errors import BudgetExhausted, UserError
+from prompt_descent.interrupt import Interrupted
 
 
 async def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
-    """A spent budget or a user mistake will fail the same way again."""
+    """A spent budget, a Ctrl-C or a user mistake will fail the same way again."""
     error = await state.aresult(raise_on_failure=False)
-    return not isinstance(error, BudgetExhausted | UserError)
+    return not isinstance(error, BudgetExhausted | Interrupted | UserError)
 
 
 RETRY_OPTIONS: dict[str, Any] = {

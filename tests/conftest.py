@@ -20,6 +20,14 @@ from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings  # n
 
 from prompt_descent import llm  # noqa: E402
 from prompt_descent.fake import Script, ScriptedModel  # noqa: E402
+from prompt_descent.prefect_api import ensure_api  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_api() -> None:
+    """The suite's throwaway Prefect server, tied to the pytest process: it ends when the
+    suite does, even when the suite is killed or crashes (see prompt_descent.prefect_api)."""
+    ensure_api()
 
 
 @pytest.fixture(autouse=True)

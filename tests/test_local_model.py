@@ -19,6 +19,7 @@ import pytest
 
 from prompt_descent import local
 from prompt_descent.errors import ModelError
+from prompt_descent.local_probe import describe_exit, probe
 
 SMALL = "local/smollm2-135m-instruct"
 NAMED = [
@@ -156,3 +157,57 @@ def test_prompt_longer_than_the_context_is_a_context_window_error() -> None:
     long = [{"role": "user", "content": "word " * (local.n_ctx() + 100)}]
     with pytest.raises(litellm.ContextWindowExceededError):
         litellm.completion(model=SMALL, messages=long, max_tokens=4)
+
+
+# --- on this CPU: the AMX segfault's guard, and the probe that finds such crashes -----------
+
+
+def test_extra_buffer_types_are_off_on_a_cpu_with_amx_and_on_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("PROMPT_DESCENT_EXTRA_BUFFERS", raising=False)
+    monkeypatch.setattr(local, "cpu_flags", lambda: {"avx512f", "amx_tile", "amx_int8"})
+    assert local.extra_buffer_types() is False
+    monkeypatch.setattr(local, "cpu_flags", lambda: {"avx2", "avx512f"})
+    assert local.extra_buffer_types() is True
+    monkeypatch.setenv("PROMPT_DESCENT_EXTRA_BUFFERS", "off")
+    assert local.extra_buffer_types() is False
+    monkeypatch.setenv("PROMPT_DESCENT_EXTRA_BUFFERS", "sometimes")
+    with pytest.raises(ModelError, match="PROMPT_DESCENT_EXTRA_BUFFERS"):
+        local.extra_buffer_types()
+
+
+@pytest.mark.parametrize("extra", ["off", "on"])
+def test_the_probe_sees_a_model_generate_with_either_buffer_choice(
+    monkeypatch: pytest.MonkeyPatch, extra: str
+) -> None:
+    monkeypatch.setenv("PROMPT_DESCENT_EXTRA_BUFFERS", extra)  # off: what AMX CPUs run
+    result = probe(SMALL)
+    assert result.generates, result.problem
+
+
+def test_the_probe_reports_a_broken_setup_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROMPT_DESCENT_N_CTX", "12")
+    result = probe(SMALL)
+    assert not result.generates
+    assert result.problem is not None and "\n" not in result.problem
+    assert SMALL in result.problem and "PROMPT_DESCENT_N_CTX=12" in result.problem
+
+
+def test_a_crash_is_one_line_naming_the_model_the_signal_and_the_cpu_flags() -> None:
+    line = describe_exit(SMALL, -11, "Fatal Python error: Segmentation fault\n" * 300)
+    assert "\n" not in line
+    assert SMALL in line and "SIGSEGV" in line and "flags:" in line
+    assert "Fatal Python error" not in line
+
+
+def test_models_shows_that_each_installed_model_generates() -> None:
+    from typer.testing import CliRunner
+
+    from prompt_descent import cli
+
+    result = CliRunner().invoke(cli.app, ["models"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert "generates" in result.output
+    row = next(line for line in result.output.splitlines() if SMALL in line)
+    assert row.split("│")[4].strip() == "yes", row

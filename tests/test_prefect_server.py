@@ -9,13 +9,13 @@ directly; the worker's flow-run processes get it from PROMPT_DESCENT_FAKE_SCRIPT
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import json
 import logging
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -40,12 +40,13 @@ from prefect.client.schemas.filters import (
     LogFilter,
     LogFilterFlowRunId,
 )
+from prefect.events.clients import PrefectEventsClient
 from prefect.events.worker import EventsWorker
 from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
 from flows.optimize import optimize_prompt
-from prompt_descent import llm
+from prompt_descent import llm, tether
 from prompt_descent.config import Prompt, RunConfig
 from prompt_descent.demo import YES_NO, demo_script
 from prompt_descent.errors import ModelError
@@ -73,18 +74,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def stop(process: subprocess.Popen, grace: float = 15.0) -> None:
-    """Stop a process started in its own session, with everything it started."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(5)
 
 
 @dataclass
@@ -119,13 +108,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     )
     env.pop("PREFECT_API_URL")
     log = (home / "server.log").open("w")
-    process = subprocess.Popen(
+    process = tether.spawn(
         [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         cwd=home,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
-        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + SERVER_START_SECONDS
@@ -142,8 +130,30 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             time.sleep(0.3)
         yield Server(url, f"{url}/api", home)
     finally:
-        stop(process)
+        tether.stop(process)
         log.close()
+
+
+@contextlib.contextmanager
+def reporting_to(server: Server, results: Path) -> Iterator[None]:
+    """Flows run inside report to `server`, its events too, and all of it is sent on exit.
+
+    The events worker is one per client type, and the suite's own server (conftest) has
+    the one that reads PREFECT_API_URL: this server's events get a client of their own.
+    """
+    EventsWorker.set_client_override(PrefectEventsClient, api_url=server.api)
+    try:
+        with temporary_settings(
+            updates={PREFECT_API_URL: server.api, PREFECT_LOCAL_STORAGE_PATH: results}
+        ):
+            try:
+                yield
+            finally:
+                # logs and events go out in background batches: send them all before reading
+                APILogWorker.drain_all(timeout=30)
+                EventsWorker.drain_all(timeout=30)
+    finally:
+        EventsWorker.set_client_override(None)
 
 
 def call(server: Server, work: Any) -> Any:
@@ -197,16 +207,8 @@ def optimized(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Optim
     for logger in run_loggers:
         logger.setLevel(logging.INFO)
     try:
-        with temporary_settings(
-            updates={
-                PREFECT_API_URL: server.api,
-                PREFECT_LOCAL_STORAGE_PATH: directory / "results",
-            }
-        ):
+        with reporting_to(server, directory / "results"):
             summary = asyncio.run(optimize_prompt(config))
-            # logs and events go out in background batches: send them all before reading
-            APILogWorker.drain_all(timeout=30)
-            EventsWorker.drain_all(timeout=30)
     finally:
         for logger, level in zip(run_loggers, levels, strict=True):
             logger.setLevel(level)
@@ -270,13 +272,8 @@ def test_a_run_that_fails_still_shows_the_steps_it_finished(server: Server, tmp_
     config = RunConfig(**demo_config(tmp_path))
     llm.register_provider("fake", ScriptedModel(revoked_after_step_1))
     try:
-        with temporary_settings(
-            updates={PREFECT_API_URL: server.api, PREFECT_LOCAL_STORAGE_PATH: tmp_path / "results"}
-        ):
-            with pytest.raises(ModelError, match="the key was revoked"):
-                asyncio.run(optimize_prompt(config))
-            APILogWorker.drain_all(timeout=30)
-            EventsWorker.drain_all(timeout=30)
+        with reporting_to(server, tmp_path / "results"), pytest.raises(ModelError, match="revoked"):
+            asyncio.run(optimize_prompt(config))
     finally:
         llm.register_provider("fake", ScriptedModel(demo_script))
 
@@ -323,7 +320,7 @@ def test_artifacts_hold_the_iteration_table_and_the_summary(optimized: Optimized
 
 def dom_text(url: str, profile: Path) -> subprocess.Popen:
     """Headless Chromium printing the page's DOM once the app has rendered it."""
-    return subprocess.Popen(
+    return tether.spawn(
         [
             CHROMIUM,
             "--headless",
@@ -341,7 +338,6 @@ def dom_text(url: str, profile: Path) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
-        start_new_session=True,
     )
 
 
@@ -367,7 +363,7 @@ def test_ui_shows_the_run_and_its_iteration_table(
             doms[name], _ = browser.communicate(timeout=90)
     finally:
         for browser in browsers.values():
-            stop(browser)
+            tether.stop(browser)
 
     run_page = visible_text(doms["run"])
     assert "optimize contains-answer" in run_page
@@ -456,18 +452,17 @@ def test_nightly_deployment_runs_twice_at_once_and_records_its_decisions(
         return [run.id for run in runs]
 
     run_ids = call(server, trigger)
-    worker = subprocess.Popen(
+    worker = tether.spawn(
         [str(BIN / "prefect"), "worker", "start", "--pool", POOL] + ["--run-once", "--limit", "2"],
         env=env,
         cwd=tmp_path,
         stdout=(tmp_path / "worker.log").open("w"),
         stderr=subprocess.STDOUT,
-        start_new_session=True,
     )
     try:
         worker.wait(timeout=150)
     finally:
-        stop(worker)
+        tether.stop(worker)
 
     async def states(client: Any) -> list[Any]:
         return [await client.read_flow_run(run_id) for run_id in run_ids]

@@ -252,7 +252,7 @@ def test_run_input_uses_the_registered_model_and_sampling(
 
     assert result.exit_code == 0, result.output
     assert [json.loads(line) for line in result.output.splitlines()] == [
-        {"id": "input", "output": "HELLO THERE", "error": None}
+        {"id": "0", "output": "HELLO THERE", "error": None}
     ]
     assert model.calls == [("m", SHOUT.render({"text": "hello there"}))]
     (params,) = llm_params(registered)
