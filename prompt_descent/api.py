@@ -110,9 +110,45 @@ def optimize(config: RunConfig | str | Path, run_id: str | None = None) -> RunSu
 
     run_config = config if isinstance(config, RunConfig) else load_config(config)
     prepare_run(run_config)  # input mistakes raise UserError here, before any flow run
+    if run_id is not None:
+        _check_reuse(run_id, run_config)
     run_id = run_id or new_run_id(run_config.name)
     resume_command = f"prompt-descent resume {run_id} --store {run_config.store}"
     return _run_flow(optimize_prompt(run_config, run_id=run_id), run_id, resume_command)
+
+
+def _check_reuse(run_id: str, config: RunConfig) -> None:
+    """A run id names one run: a completed run is never run again, and an unfinished one
+    goes on only with the config it started with (its calls and rows would mix else)."""
+    if not Path(config.store).is_file():
+        return
+    store = open_store(config.store, create=False)
+    status = store.run_status(run_id)
+    if status is None:
+        return
+    if status == "completed":
+        raise UserError(
+            f"run '{run_id}' in {config.store} is completed; give another run id, or none "
+            "for a new one"
+        )
+    differing = _first_difference(store.run_config(run_id), config.model_dump(mode="json"))
+    if differing is not None:
+        raise UserError(
+            f"run '{run_id}' in {config.store} was started with another config ('{differing}' "
+            f"differs); finish it with `prompt-descent resume {run_id} --store "
+            f"{config.store}`, or give another run id"
+        )
+
+
+def _first_difference(before: Any, after: Any, path: str = "") -> str | None:
+    """The dotted path of the first setting that differs between two configs, or None."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        for key in [*before, *(k for k in after if k not in before)]:
+            found = _first_difference(before.get(key), after.get(key), f"{path}{key}.")
+            if found is not None:
+                return found
+        return None
+    return None if before == after else path.rstrip(".")
 
 
 def resume(run_id: str, store: str | Path = DEFAULT_STORE) -> RunSummary:
@@ -126,6 +162,7 @@ def resume(run_id: str, store: str | Path = DEFAULT_STORE) -> RunSummary:
     if saved is None:
         raise UserError(f"no run '{run_id}' in {store}; `prompt-descent runs` lists them")
     config = RunConfig.model_validate(saved)
+    _check_reuse(run_id, config)
     prepare_run(config)
     resume_command = f"prompt-descent resume {run_id} --store {store}"
     return _run_flow(optimize_prompt(config, run_id=run_id), run_id, resume_command)

@@ -619,6 +619,23 @@ class Store:
         )
         return Usage(**row)
 
+    def run_list(self) -> list[dict[str, Any]]:
+        """Every run with its task model (an optimize run's config names it; other runs
+        list the models they called), its paid calls and their cost, oldest first."""
+        return self.query(
+            """WITH paid AS (
+                   SELECT run_id, string_agg(DISTINCT model, ', ' ORDER BY model) AS models,
+                          count(*) AS calls, sum(cost_usd) AS cost
+                   FROM llm_calls GROUP BY run_id)
+               SELECT r.*, coalesce(r.config->>'$.models.task.model', p.models) AS model,
+                      coalesce(p.calls, 0) AS calls, coalesce(p.cost, 0) AS cost
+               FROM runs r LEFT JOIN paid p USING (run_id) ORDER BY r.started_at"""
+        )
+
+    def run_status(self, run_id: str) -> str | None:
+        rows = self.query("SELECT status FROM runs WHERE run_id = ?", [run_id])
+        return rows[0]["status"] if rows else None
+
     def run_config(self, run_id: str) -> dict[str, Any] | None:
         rows = self.query("SELECT config FROM runs WHERE run_id = ?", [run_id])
         return json.loads(rows[0]["config"]) if rows else None

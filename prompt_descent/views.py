@@ -46,6 +46,7 @@ def runs_table(store: Store) -> Table:
         "run",
         "name",
         "mode",
+        "model",
         "status",
         "started",
         "val before",
@@ -58,16 +59,12 @@ def runs_table(store: Store) -> Table:
         "cost",
     ):
         table.add_column(column)
-    rows = store.query(
-        """SELECT r.*, count(c.call_key) AS calls, coalesce(sum(c.cost_usd), 0) AS cost
-           FROM runs r LEFT JOIN llm_calls c USING (run_id)
-           GROUP BY ALL ORDER BY r.started_at"""
-    )
-    for r in rows:
+    for r in store.run_list():
         table.add_row(
             r["run_id"],
             r["name"],
             r["mode"],
+            r["model"] or "-",
             r["status"],
             f"{r['started_at']:%Y-%m-%d %H:%M}",
             _score(r["baseline_val"]),

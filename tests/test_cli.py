@@ -86,6 +86,7 @@ def test_runs_lists_the_run(finished_run: tuple[RunSummary, str], wide_console: 
     (line,) = [line for line in result.stdout.splitlines() if summary.run_id in line]
     assert "cli-run" in line and "completed" in line
     assert f"{summary.baseline_val:.3f}" in line and "1.000" in line
+    assert "fake/m" in line  # the model the run was made with
 
 
 def test_show_lists_each_proposal_with_its_reason_and_diff(
@@ -205,6 +206,39 @@ def test_optimize_runs_a_yaml_config(
         ).fetchone()
     assert status == "completed"
     assert best == Prompt(system=f"{BASE_SYSTEM} {MARKER}").id
+
+
+def test_a_run_id_names_one_run_a_completed_one_is_refused_and_another_config_too(
+    tmp_path: Path, fake_model: RegisterModel, wide_console: None
+) -> None:
+    fake_model(script)
+    write_dataset(tmp_path)
+    config = tmp_path / "run.yaml"
+    config.write_text(CONFIG.format(system=BASE_SYSTEM))
+    assert invoke("optimize", str(config), "--run-id", "once").exit_code == 0
+    store = tmp_path / "runs.duckdb"
+    before = Store(store).query("SELECT * FROM runs ORDER BY run_id")
+    calls_before = Store(store).query("SELECT count(*) AS n FROM llm_calls")
+
+    again = invoke("optimize", str(config), "--run-id", "once")
+    resumed = invoke("resume", "once", "--store", str(store))
+
+    for result in (again, resumed):
+        assert result.exit_code == 2, result.output
+        assert "run 'once'" in result.stderr and "is completed" in result.stderr
+        assert "Traceback" not in result.output
+    # an unfinished run goes on only with the config it started with
+    with duckdb.connect(str(store)) as con:
+        con.execute("UPDATE runs SET status = 'stopped' WHERE run_id = 'once'")
+    other = tmp_path / "other.yaml"
+    other.write_text(CONFIG.format(system=BASE_SYSTEM).replace("steps: 1", "steps: 2"))
+    changed = invoke("optimize", str(other), "--run-id", "once")
+    assert changed.exit_code == 2, changed.output
+    assert "'steps' differs" in changed.stderr
+    assert "prompt-descent resume once" in changed.stderr
+    after = Store(store).query("SELECT * FROM runs ORDER BY run_id")
+    assert [r | {"status": "completed"} for r in after] == before
+    assert Store(store).query("SELECT count(*) AS n FROM llm_calls") == calls_before
 
 
 def test_optimize_with_a_bad_config_points_at_the_line(tmp_path: Path) -> None:
