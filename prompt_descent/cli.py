@@ -19,10 +19,34 @@ from prompt_descent.errors import UserError  # noqa: E402
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 # Piped output gets the width of a wide terminal rather than rich's 80 columns.
 console = Console(width=shutil.get_terminal_size((220, 40)).columns)
-DEFAULT_STORE = ".prompt_descent/runs.duckdb"
 
 T = TypeVar("T")
-StoreOption = Annotated[str, typer.Option("--store", help="DuckDB file of the project.")]
+StoreOption = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="DuckDB file of the project [default: the --config's store, "
+        "else .prompt_descent/runs.duckdb].",
+    ),
+]
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="Run config (YAML) whose store to use.")
+]
+
+
+def _store_of(store: str | None, config: Path | None) -> str:
+    """The store a command reads: --store, else the --config's `store:`, else the default."""
+    from prompt_descent.configfile import load_config
+    from prompt_descent.registry import DEFAULT_STORE
+
+    if store is not None:
+        return store
+    if config is None:
+        return DEFAULT_STORE
+    try:
+        return str(load_config(config).store)
+    except UserError as error:
+        _fail(error)
 
 
 def _fail(error: Exception) -> None:
@@ -67,9 +91,11 @@ def optimize(
 @app.command()
 def resume(
     run: Annotated[str, typer.Argument(help="Id of an interrupted run.")],
-    store: StoreOption = DEFAULT_STORE,
+    store: StoreOption = None,
+    config_file: ConfigOption = None,
 ) -> None:
     """Finish an interrupted run; no LLM call it completed is made again."""
+    store = _store_of(store, config_file)
     from prompt_descent import api
     from prompt_descent.views import summary_table
 
@@ -101,8 +127,9 @@ def _at_option(error: UserError) -> UserError:
 
 
 @app.command()
-def runs(store: StoreOption = DEFAULT_STORE) -> None:
+def runs(store: StoreOption = None, config_file: ConfigOption = None) -> None:
     """List the runs in the store."""
+    store = _store_of(store, config_file)
     from prompt_descent.store import Store
     from prompt_descent.views import runs_table
 
@@ -115,9 +142,12 @@ def runs(store: StoreOption = DEFAULT_STORE) -> None:
 
 @app.command()
 def show(
-    run: Annotated[str, typer.Argument(help="Run id.")], store: StoreOption = DEFAULT_STORE
+    run: Annotated[str, typer.Argument(help="Run id.")],
+    store: StoreOption = None,
+    config_file: ConfigOption = None,
 ) -> None:
     """Every proposal of a run: scores, accepted or rejected and why, the prompt diff."""
+    store = _store_of(store, config_file)
     from prompt_descent.store import Store
     from prompt_descent.views import run_history
 
@@ -143,9 +173,11 @@ def evaluate(
     max_tokens: Annotated[int, typer.Option(help="Max tokens per answer.")] = 64,
     limit: Annotated[int | None, typer.Option(help="Score only the first N examples.")] = None,
     concurrency: Annotated[int, typer.Option(help="Calls in flight.")] = 4,
-    store: StoreOption = DEFAULT_STORE,
+    store: StoreOption = None,
+    config_file: ConfigOption = None,
 ) -> None:
     """Score one prompt on a dataset: `prompt_descent.evaluate` with these arguments."""
+    store = _store_of(store, config_file)
     from prompt_descent import api
     from prompt_descent.runner import parse_fields
 
@@ -215,9 +247,11 @@ def report(
     out: Annotated[
         Path | None, typer.Option("--out", help="Directory; default reports/RUN beside the store.")
     ] = None,
-    store: StoreOption = DEFAULT_STORE,
+    store: StoreOption = None,
+    config_file: ConfigOption = None,
 ) -> None:
     """Write a run's HTML report (score chart, prompt history with diffs, iterations)."""
+    store = _store_of(store, config_file)
     from prompt_descent.report import CHART_NAME, report_dir, write_report
     from prompt_descent.store import Store
 
@@ -238,8 +272,9 @@ def report(
 
 
 @app.command()
-def prompts(store: StoreOption = DEFAULT_STORE) -> None:
+def prompts(store: StoreOption = None, config_file: ConfigOption = None) -> None:
     """List the registered prompts: every version, its model settings and scores."""
+    store = _store_of(store, config_file)
     from prompt_descent.registry import list_prompts
     from prompt_descent.store import Store
     from prompt_descent.views import prompts_table
@@ -260,9 +295,11 @@ def prompt(
     export: Annotated[
         Path | None, typer.Option(help="Write it to FILE.json or FILE.yaml instead.")
     ] = None,
-    store: StoreOption = DEFAULT_STORE,
+    store: StoreOption = None,
+    config_file: ConfigOption = None,
 ) -> None:
     """Show a registered prompt with its model settings, or export it."""
+    store = _store_of(store, config_file)
     from prompt_descent.registry import export_prompt, load_prompt
     from prompt_descent.store import Store
     from prompt_descent.views import prompt_details
@@ -287,9 +324,11 @@ def prompt_import(
     champion: Annotated[
         bool, typer.Option(help="Make it the champion that `run` and `load_prompt` use.")
     ] = True,
-    store: StoreOption = DEFAULT_STORE,
+    store: StoreOption = None,
+    config_file: ConfigOption = None,
 ) -> None:
     """Register a prompt from an export file, without optimizing."""
+    store = _store_of(store, config_file)
     from prompt_descent.registry import import_prompt
 
     try:
@@ -316,12 +355,14 @@ def run(
     ] = None,
     id_column: Annotated[str | None, typer.Option("--id", help="Column of example ids.")] = None,
     concurrency: Annotated[int, typer.Option(help="Calls in flight.")] = 4,
-    store: StoreOption = DEFAULT_STORE,
+    store: StoreOption = None,
+    config_file: ConfigOption = None,
 ) -> None:
     """Apply a registered prompt with its registered model and sampling settings.
 
     Prints one JSON line per input: {"id", "output", "error"}.
     """
+    store = _store_of(store, config_file)
     import json
 
     from prompt_descent import api
@@ -368,9 +409,11 @@ def expand_qa(
         str | None, typer.Option(help="DuckDB file a query runs against (default: in memory).")
     ] = None,
     concurrency: Annotated[int, typer.Option(help="Calls in flight.")] = 4,
-    store: StoreOption = DEFAULT_STORE,
+    store: StoreOption = None,
+    config_file: ConfigOption = None,
 ) -> None:
     """Texts -> QA pairs -> reworded questions, with the registered prompts; rows in DuckDB."""
+    store = _store_of(store, config_file)
     from prompt_descent import api
 
     try:

@@ -206,6 +206,11 @@ def test_optimize_runs_a_yaml_config(
         ).fetchone()
     assert status == "completed"
     assert best == Prompt(system=f"{BASE_SYSTEM} {MARKER}").id
+    # the commands that read a run find it through the config that made it
+    for command in (["show", "cli-opt-1"], ["runs"], ["prompts"], ["report", "cli-opt-1"]):
+        found = invoke(*command, "--config", str(config))
+        assert found.exit_code == 0, (command, found.output)
+        assert "cli-opt-1" in found.stdout or "v1" in found.stdout, found.stdout
 
 
 def test_a_run_id_names_one_run_a_completed_one_is_refused_and_another_config_too(
