@@ -438,6 +438,13 @@ def expand_qa(
         f"run {summary.run_id} {summary.status}{stopped}: {summary.texts} texts -> "
         f"{summary.rows} rows, {summary.failed} with an error{written}"
     )
+    if summary.failed:  # the rows are kept, with their errors; a script must still see it
+        Console(stderr=True, soft_wrap=True).print(
+            f"[red]error:[/red] {summary.failed} of {summary.rows} rows failed; their errors "
+            f"are in the expanded_qa table (run {summary.run_id})",
+            highlight=False,
+        )
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

@@ -256,6 +256,29 @@ def test_failures_are_kept_with_their_error_and_the_batch_finishes(
     assert len(repairs) == 3  # sloppy once, hopeless once, the bad rewording once
 
 
+def test_the_command_exits_1_and_says_how_many_rows_failed(
+    tmp_path: Path, fake_model: RegisterModel
+) -> None:
+    from typer.testing import CliRunner
+
+    from prompt_descent import cli
+
+    fake_model(script)
+    store = str(tmp_path / "runs.duckdb")
+    register_both(store)
+    texts = write_texts(tmp_path / "texts.jsonl", ["sloppy", "hopeless"])
+
+    failing = CliRunner().invoke(cli.app, ["expand-qa", str(texts), "--store", store])
+    fine = CliRunner().invoke(
+        cli.app,
+        ["expand-qa", str(write_texts(tmp_path / "ok.jsonl", ["sloppy"])), "--store", store],
+    )
+
+    assert failing.exit_code == 1, failing.output
+    assert "1 of 3 rows failed" in failing.stderr and "Traceback" not in failing.output
+    assert fine.exit_code == 0, fine.output
+
+
 def test_parquet_output_and_a_duckdb_query_as_the_source(
     tmp_path: Path, fake_model: RegisterModel
 ) -> None:
