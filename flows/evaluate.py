@@ -40,9 +40,8 @@ async def evaluate_prompt(
     async def close(opened: OpenRun) -> None:
         recorder.calls(opened.gateway.drain())
         await recorder.flush()
-        store.end_run(run_id, opened.status, opened.stop_reason)
-        if scores is not None:
-            store.finish_evaluation(run_id, scores.score)
+        score = None if scores is None else scores.score
+        store.end_run(run_id, opened.status, opened.stop_reason, score)
 
     recorder: RunRecorder
     async with recorded_run(

@@ -16,10 +16,9 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from flows.optimize import new_run_id
-from prompt_descent import llm
 from prompt_descent.config import Budget, Example
 from prompt_descent.datasets import load_examples
-from prompt_descent.lifecycle import recorded_run
+from prompt_descent.lifecycle import OpenRun, recorded_run
 from prompt_descent.qa import (
     QA_PLACEHOLDER,
     REPHRASE_PLACEHOLDER,
@@ -106,8 +105,7 @@ async def expand_qa(
         the_store.save_expanded_qa(run_id, rows)
         if output is not None:
             write_output(run_id, rows, output)
-    status, reason = opened.status, opened.stop_reason
-    summary = _summary(run_id, status, reason, len(examples), rows, output, opened.gateway, started)
+    summary = _summary(opened, len(examples), rows, output, started)
     get_run_logger().info(
         "%d texts -> %d rows (%d with an error)", summary.texts, summary.rows, summary.failed
     )
@@ -115,23 +113,16 @@ async def expand_qa(
 
 
 def _summary(
-    run_id: str,
-    status: str,
-    reason: str | None,
-    texts: int,
-    rows: list[ExpandedQA],
-    output: str | Path | None,
-    gateway: llm.Gateway,
-    started: float,
+    run: OpenRun, texts: int, rows: list[ExpandedQA], output: str | Path | None, started: float
 ) -> ExpandSummary:
     return ExpandSummary(
-        run_id=run_id,
-        status=status,
-        stop_reason=reason,
+        run_id=run.run_id,
+        status=run.status,
+        stop_reason=run.stop_reason,
         texts=texts,
         rows=len(rows),
         failed=sum(1 for row in rows if row.error),
         output=str(output) if output is not None and rows else None,
-        usage=gateway.usage.model_copy(),
+        usage=run.gateway.usage.model_copy(),
         seconds=time.monotonic() - started,
     )

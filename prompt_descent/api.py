@@ -65,23 +65,30 @@ __all__ = [
 
 
 def _run_flow(work: Coroutine[Any, Any, T], run_id: str, resume: str | None = None) -> T:
-    """Run a flow to its end, with a Prefect API to report to and the two-step Ctrl-C.
-
-    After a Ctrl-C stopped run `run_id`, raises RunInterrupted (a KeyboardInterrupt)
-    naming `resume`, the command that finishes it, if it can be resumed.
-    """
+    """`_run(work, ...)` with a Prefect API for the flow to report to."""
     from prompt_descent.prefect_api import ensure_api
 
     try:
         ensure_api()
+    except BaseException:
+        work.close()  # never started: no "never awaited" warning
+        raise
+    return _run(work, run_id, resume)
+
+
+def _run(work: Coroutine[Any, Any, T], run_id: str, resume: str | None = None) -> T:
+    """Run `work` to its end with the two-step Ctrl-C.
+
+    After a Ctrl-C stopped run `run_id`, raises RunInterrupted (a KeyboardInterrupt)
+    naming `resume`, the command that finishes it, if it can be resumed.
+    """
+    try:
         with interrupt.handling_sigint():
             result = asyncio.run(work)
     except RunStopped:  # evaluate and run have no result to return after a stop
         if not interrupt.requested():
             raise
-        result = None
-    finally:
-        work.close()  # never started if the API could not be had: no "never awaited" warning
+        raise interrupt.RunInterrupted(run_id, resume) from None
     if interrupt.requested():
         raise interrupt.RunInterrupted(run_id, resume)
     return result
@@ -317,15 +324,7 @@ def run_prompt(
         raise UserError(f"input {index} has no value for placeholder {{{names[0]}}}")
     # not a flow: serving a prompt does not wait for a Prefect server to start
     run_id = f"run-{entry.name}-{uuid.uuid4().hex[:8]}"
-    with interrupt.handling_sigint():
-        try:
-            return asyncio.run(
-                run_registered(entry, examples, open_store(store), concurrency, run_id)
-            )
-        except RunStopped:
-            if interrupt.requested():
-                raise interrupt.RunInterrupted(run_id, None) from None
-            raise
+    return _run(run_registered(entry, examples, open_store(store), concurrency, run_id), run_id)
 
 
 def expand_qa(

@@ -536,15 +536,6 @@ class Store:
             )
         )
 
-    def finish_evaluation(self, run_id: str, score: float) -> None:
-        self._run(
-            lambda con: con.execute(
-                "UPDATE runs SET status = 'completed', finished_at = current_timestamp, "
-                "best_val = ? WHERE run_id = ?",
-                [score, run_id],
-            )
-        )
-
     def register(self, entry: RegistryEntry, prompt: Prompt) -> int:
         """Add a new version under `entry.name`; returns the version number."""
 
@@ -653,13 +644,16 @@ class Store:
             [name] if name is not None else [],
         )
 
-    def end_run(self, run_id: str, status: str, stop_reason: str | None = None) -> None:
-        """Close a run that has no optimizer summary (prompt runs, data pipelines)."""
+    def end_run(
+        self, run_id: str, status: str, stop_reason: str | None = None, score: float | None = None
+    ) -> None:
+        """Close a run that has no optimizer summary (evaluations, prompt runs, data
+        pipelines); an evaluation's `score` is kept as its best_val."""
         self._run(
             lambda con: con.execute(
-                "UPDATE runs SET status = ?, stop_reason = ?, finished_at = current_timestamp "
-                "WHERE run_id = ?",
-                [status, stop_reason, run_id],
+                "UPDATE runs SET status = ?, stop_reason = ?, finished_at = current_timestamp, "
+                "best_val = coalesce(?, best_val) WHERE run_id = ?",
+                [status, stop_reason, score, run_id],
             )
         )
 
