@@ -32,7 +32,7 @@ from pathlib import Path
 
 import litellm
 
-from prompt_descent.config import Example, ModelSettings, Prompt
+from prompt_descent.core.config import Example, ModelSettings, Prompt
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "BENCHMARKS.md"

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from _common import Caller, Metric, OutOfBudget, mean, score
 from pydantic import ValidationError
 
-from prompt_descent.batching import minibatches, planned_steps
-from prompt_descent.config import Example, Models, Prompt
-from prompt_descent.records import Feedback
+from prompt_descent.core.batching import minibatches, planned_steps
+from prompt_descent.core.config import Example, Models, Prompt
+from prompt_descent.core.results import Feedback
 from tasks.apply import apply_messages, check_candidate, parse_proposal
 from tasks.gradient import gradient_messages
 

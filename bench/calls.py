@@ -1,6 +1,6 @@
 """LLM calls and tokens per role: prompt-descent vs the Ape-style loop, same decisions.
 
-Both loops run on the same scripted fake model (prompt_descent.fake.ScriptedModel),
+Both loops run on the same scripted fake model (prompt_descent.testing.fake.ScriptedModel),
 the same data, batch size, proposal limit and seed. The script makes the trajectory
 depend only on the prompt's "level" (how many `Rule N` sentences its system prompt
 holds), never on how the candidate was asked for, so both loops take the same
@@ -48,11 +48,11 @@ from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
 import tasks.validate
 from flows.optimize import optimize_prompt
-from prompt_descent import llm
-from prompt_descent.config import DatasetSpec, Prompt, RunConfig, Splits
-from prompt_descent.datasets import load_examples, split_examples
-from prompt_descent.fake import ScriptedModel
-from prompt_descent.store import Store
+from prompt_descent.core.config import DatasetSpec, Prompt, RunConfig, Splits
+from prompt_descent.core.datasets import load_examples, split_examples
+from prompt_descent.llm.gateway import register_provider
+from prompt_descent.storage.store import Store
+from prompt_descent.testing.fake import ScriptedModel
 from tasks.apply import APPLY_SYSTEM
 from tasks.gradient import GRADIENT_SYSTEM
 from tasks.metric import exact_match
@@ -276,7 +276,7 @@ def table_rows(pd: dict, ape: dict) -> list[list[object]]:
 
 
 async def main_async(args: argparse.Namespace) -> str:
-    llm.register_provider("fake", ScriptedModel(script))
+    register_provider("fake", ScriptedModel(script))
     install_validation_flag()
     started, machine_line = now(), machine()
     sections = []

@@ -19,7 +19,7 @@ import random
 
 from _common import header, machine, markdown_table, now, write_section
 
-from prompt_descent.config import Example, Prediction, SplitScore
+from prompt_descent.core.config import Example, Prediction, SplitScore
 from tasks.validate import Race, in_turn
 
 CONCURRENCY = 4

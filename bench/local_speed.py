@@ -33,7 +33,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-from prompt_descent import local
+from prompt_descent.llm import local
 
 INSTRUCTIONS = """\
 You check reading-comprehension data. You are given a short text and a question.

@@ -8,7 +8,7 @@ litellm, no Prefect, no DuckDB). Overhead = wall − ideal.
 
 prompt-descent's wall time is split by timing wrappers installed here (the code
 under test is not changed): Prefect task-run overhead (task call − task body),
-the DuckDB operations the flow waits for (Store reads, finish_run, RunRecorder.flush),
+the DuckDB operations the flow waits for (Store reads, finish_run, RunWriter.flush),
 the recorder's writes behind the run (Store.save_steps, on its worker thread),
 artifacts (RunPublisher), the rest of the flow (start and end: flow run). The
 process's one-time costs are paid by a warm-up flow before any timing, as imports are:
@@ -59,10 +59,12 @@ import tasks.gradient
 import tasks.metric
 import tasks.predict
 import tasks.validate
-from prompt_descent import llm, recorder, store
-from prompt_descent.config import DatasetSpec, ModelSettings, Prompt, RunConfig, Splits
-from prompt_descent.datasets import load_examples, split_examples
-from prompt_descent.fake import ScriptedModel
+from prompt_descent.core.config import DatasetSpec, ModelSettings, Prompt, RunConfig, Splits
+from prompt_descent.core.datasets import load_examples, split_examples
+from prompt_descent.llm.gateway import Gateway, register_provider
+from prompt_descent.storage import store
+from prompt_descent.storage import writer as recorder
+from prompt_descent.testing.fake import ScriptedModel
 from tasks.metric import exact_match
 
 BASE = Prompt(system="Answer the question.", template="{input}")
@@ -124,12 +126,12 @@ def instrument() -> None:
         setattr(store.Store, name, _timed(f"duckdb:{name}", getattr(store.Store, name)))
     # the recorder's writes run on a worker thread: timed apart, not on the flow's path
     store.Store.save_steps = _timed("writer:save_steps", store.Store.save_steps)
-    recorder.RunRecorder.flush = _timed_async("duckdb:flush", recorder.RunRecorder.flush)
+    recorder.RunWriter.flush = _timed_async("duckdb:flush", recorder.RunWriter.flush)
     for name in ("started", "proposal", "step_done", "accepted", "finished"):
         method = getattr(flows.artifacts.RunPublisher, name)
         setattr(flows.artifacts.RunPublisher, name, _timed_async(f"artifacts:{name}", method))
 
-    many, complete = llm.Gateway.complete_many, llm.Gateway.complete
+    many, complete = Gateway.complete_many, Gateway.complete
 
     async def complete_many(self, role, settings, conversations, concurrency, *args, **kwargs):
         before = self.usage.calls
@@ -149,7 +151,7 @@ def instrument() -> None:
         finally:
             fanouts.append((self.usage.calls - before, 1))
 
-    llm.Gateway.complete_many, llm.Gateway.complete = complete_many, complete_one
+    Gateway.complete_many, Gateway.complete = complete_many, complete_one
 
 
 def ideal(recorded: list[tuple[int, int]], latency: float) -> float:
@@ -181,12 +183,12 @@ def config_for(directory: Path, concurrency: int, run: str = "short") -> RunConf
 
 @flow(name="warm-up")
 async def warm_up() -> None:
-    llm.register_provider("fake", ScriptedModel(script, 0.0))
-    await llm.Gateway().complete("predict", ModelSettings(model="fake/m"), [WARM_UP_MESSAGE])
+    register_provider("fake", ScriptedModel(script, 0.0))
+    await Gateway().complete("predict", ModelSettings(model="fake/m"), [WARM_UP_MESSAGE])
 
 
 async def run_prompt_descent(latency: float, concurrency: int, run: str) -> dict:
-    llm.register_provider("fake", ScriptedModel(script, latency))
+    register_provider("fake", ScriptedModel(script, latency))
     timings.clear()
     counts.clear()
     fanouts.clear()
@@ -219,7 +221,7 @@ async def run_prompt_descent(latency: float, concurrency: int, run: str) -> dict
 
 
 async def run_ape(latency: float, concurrency: int, run: str) -> dict:
-    llm.register_provider("fake", ScriptedModel(script, latency))
+    register_provider("fake", ScriptedModel(script, latency))
     with tempfile.TemporaryDirectory(prefix="pd-overhead-") as tmp:
         config = config_for(Path(tmp), concurrency, run)
         splits = split_examples(load_examples(config.dataset), config.splits, config.seed)
@@ -395,7 +397,7 @@ def section(started: str, machine_line: str) -> str:
         "- ideal = Σ over fan-outs of ceil(paid calls / concurrency) × latency, from the calls "
         "each run made; overhead = wall − ideal. Prefect task runs = task call − task body "
         "(engine, cache key, result persistence, API); DuckDB = every Store call the flow "
-        "waits for, incl. `RunRecorder.flush`; writes behind = the recorder's transactions on "
+        "waits for, incl. `RunWriter.flush`; writes behind = the recorder's transactions on "
         "its worker thread (not on the flow's path); artifacts = RunPublisher as the flow "
         "waits for it, incl. the end-of-run report plot\n" + verdict + "\n" + table + "\n"
     )

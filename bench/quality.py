@@ -41,8 +41,8 @@ from _common import (
 from ape_loop import ape_loop
 from tiny_textgrad_loop import tiny_textgrad_loop
 
-from prompt_descent.config import DatasetSpec, Models, ModelSettings, Prompt, RunConfig, Splits
-from prompt_descent.datasets import load_examples, split_examples
+from prompt_descent.core.config import DatasetSpec, Models, ModelSettings, Prompt, RunConfig, Splits
+from prompt_descent.core.datasets import load_examples, split_examples
 from tasks.metric import BUILT_IN
 
 # The shared data directory beside the project root (../shared/data/bbh), on any clone.
@@ -110,7 +110,7 @@ async def run_prompt_descent(
     from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
     from flows.optimize import optimize_prompt
-    from prompt_descent.store import Store
+    from prompt_descent.storage.store import Store
 
     spec = TASKS[task]
     models = models_for(task)
@@ -333,7 +333,7 @@ def main() -> None:
         try:
             asyncio.run(run_all(args.seeds))
         finally:
-            from prompt_descent import local
+            from prompt_descent.llm import local
 
             local.close_all()
     print(write_table(load_results(), args.seeds))

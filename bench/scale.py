@@ -71,11 +71,13 @@ async def measure(size: int) -> dict:
     from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
     import flows.optimize
-    from prompt_descent import llm, recorder, store
-    from prompt_descent.config import DatasetSpec, Prompt, RunConfig, Splits
-    from prompt_descent.fake import ScriptedModel
+    from prompt_descent.core.config import DatasetSpec, Prompt, RunConfig, Splits
+    from prompt_descent.llm.gateway import register_provider
+    from prompt_descent.storage import store
+    from prompt_descent.storage import writer as recorder
+    from prompt_descent.testing.fake import ScriptedModel
 
-    llm.register_provider("fake", ScriptedModel(script))
+    register_provider("fake", ScriptedModel(script))
     rss = PeakRss()
     seconds: dict[str, float] = defaultdict(float)
     peaks: dict[str, int] = defaultdict(int)
@@ -96,7 +98,7 @@ async def measure(size: int) -> dict:
 
     for kind in STEP_KINDS:
         setattr(flows.optimize, kind, tracked(kind, getattr(flows.optimize, kind)))
-    save_steps, flush = store.Store.save_steps, recorder.RunRecorder.flush
+    save_steps, flush = store.Store.save_steps, recorder.RunWriter.flush
 
     def timed_save(self, *args, **kwargs):  # on the recorder's worker thread
         started = time.perf_counter()
@@ -113,7 +115,7 @@ async def measure(size: int) -> dict:
         finally:
             seconds["duckdb flush"] += time.perf_counter() - started
 
-    store.Store.save_steps, recorder.RunRecorder.flush = timed_save, timed_flush
+    store.Store.save_steps, recorder.RunWriter.flush = timed_save, timed_flush
 
     @flow(name="warm-up")
     async def warm_up() -> None:
@@ -214,7 +216,7 @@ def main() -> None:
         "concurrency 32; bench/calls.py's scripted fake at 0 ms; each N in a fresh process "
         "after a warm-up flow; peak RSS = process high-water mark while that step ran; DuckDB "
         "writes run behind the flow on the recorder's worker thread, the flow waits only for "
-        "the last ones (`RunRecorder.flush`)\n"
+        "the last ones (`RunWriter.flush`)\n"
         f"- time per call at N={last['size']:,} vs N={first['size']:,}: ×{growth:.2f} "
         "(1.00 = linear in calls)\n"
         "- the dask `task_runner`: see bench/task_runner.py\n\n" + text + "\n"

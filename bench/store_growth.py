@@ -21,10 +21,10 @@ from pathlib import Path
 
 from _common import header, machine, markdown_table, measured_in_child, now, write_section
 
-from prompt_descent import llm
-from prompt_descent.config import ModelSettings
-from prompt_descent.records import CallRecord
-from prompt_descent.store import Store
+from prompt_descent.core.config import ModelSettings
+from prompt_descent.core.results import CallRecord
+from prompt_descent.llm.gateway import Gateway, call_key, request_params
+from prompt_descent.storage.store import Store
 
 WRITE_CHUNK = 20_000
 SETTINGS = ModelSettings(model="fake/m", max_tokens=8)
@@ -42,11 +42,11 @@ def rss_mb() -> float:
 
 
 def fill(store: Store, size: int) -> None:
-    params = llm.request_params(SETTINGS, False, None)
+    params = request_params(SETTINGS, False, None)
     for start in range(0, size, WRITE_CHUNK):
         calls = [
             CallRecord(
-                key=llm.call_key(SETTINGS.model, messages(i), params),
+                key=call_key(SETTINGS.model, messages(i), params),
                 role="predict",
                 model=SETTINGS.model,
                 messages=messages(i),
@@ -70,7 +70,7 @@ def measure(size: int) -> dict:
         cache = store.cached_calls()
         load_s = time.perf_counter() - started
         added = rss_mb() - before
-        gateway = llm.Gateway(cache=cache)
+        gateway = Gateway(cache=cache)
         started = time.perf_counter()
         served = asyncio.run(gateway.complete("predict", SETTINGS, messages(size // 2)))
         hit_ms = 1000 * (time.perf_counter() - started)

@@ -46,11 +46,11 @@ async def measure(size: int, runner: str, latency: float, workers: int) -> dict:
     from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
     import flows.optimize
-    from prompt_descent import llm
-    from prompt_descent.config import RunConfig
+    from prompt_descent.core.config import RunConfig
+    from prompt_descent.llm.gateway import Gateway
 
     large_fanouts = {"seconds": 0.0, "count": 0}
-    complete_many = llm.Gateway.complete_many
+    complete_many = Gateway.complete_many
 
     async def timed(self, role, settings, conversations, *args, **kwargs):
         started = time.perf_counter()
@@ -61,7 +61,7 @@ async def measure(size: int, runner: str, latency: float, workers: int) -> dict:
                 large_fanouts["seconds"] += time.perf_counter() - started
                 large_fanouts["count"] += 1
 
-    llm.Gateway.complete_many = timed
+    Gateway.complete_many = timed
 
     @flow(name="warm-up")
     async def warm_up() -> None:

@@ -18,9 +18,9 @@ from _common import Caller, OutOfBudget
 from ape_loop import LoopResult
 from pydantic import ValidationError
 
-from prompt_descent.batching import minibatches
-from prompt_descent.config import Example, Models, Prompt
-from prompt_descent.records import Feedback
+from prompt_descent.core.batching import minibatches
+from prompt_descent.core.config import Example, Models, Prompt
+from prompt_descent.core.results import Feedback
 from tasks.apply import apply_messages, check_candidate, clean_messages, parse_proposal
 from tasks.gradient import CRITIQUE_SYSTEM, describe_prompt
 

@@ -19,10 +19,10 @@ from prefect.artifacts import (
     aupdate_progress_artifact,
 )
 
-from prompt_descent.config import Prompt
-from prompt_descent.records import IterationRecord, Promotion, RunSummary
-from prompt_descent.report import CHART_NAME, report_dir, svg_data_uri, write_report
-from prompt_descent.store import Store
+from prompt_descent.core.config import Prompt
+from prompt_descent.core.results import IterationRecord, Promotion, RunSummary
+from prompt_descent.presentation.report import CHART_NAME, report_dir, svg_data_uri, write_report
+from prompt_descent.storage.store import Store
 
 
 def _key(run_id: str, what: str) -> str:

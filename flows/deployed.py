@@ -13,8 +13,8 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from flows.optimize import optimize_prompt
-from prompt_descent.configfile import load_config
-from prompt_descent.records import RunSummary
+from prompt_descent.core.configfile import load_config
+from prompt_descent.core.results import RunSummary
 
 
 def _run_name() -> str:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from prefect import flow
 
-from prompt_descent import llm
-from prompt_descent.config import Example, MetricSpec, Models, Prompt, SplitScore
+from prompt_descent.core.config import Example, MetricSpec, Models, Prompt, SplitScore
 from prompt_descent.errors import RunStopped
-from prompt_descent.lifecycle import OpenRun, recorded_run
-from prompt_descent.recorder import RunRecorder
-from prompt_descent.store import Store
+from prompt_descent.llm.gateway import check_model
+from prompt_descent.runtime.lifecycle import OpenRun, recorded_run
+from prompt_descent.storage.store import Store
+from prompt_descent.storage.writer import RunWriter
 from tasks.metric import metric, resolve_metric
 from tasks.predict import predict
 
@@ -17,9 +17,9 @@ from tasks.predict import predict
 def prepare_evaluation(spec: MetricSpec, models: Models) -> None:
     """What can be wrong before any call: the metric and the models (the CLI calls it first)."""
     resolve_metric(spec)
-    llm.check_model(models.task)
+    check_model(models.task)
     if spec.name == "llm_judge":
-        llm.check_model(models.judge)
+        check_model(models.judge)
 
 
 @flow(name="evaluate_prompt", flow_run_name="evaluate {prompt.id}")
@@ -43,11 +43,11 @@ async def evaluate_prompt(
         score = None if scores is None else scores.score
         store.end_run(run_id, opened.status, opened.stop_reason, score)
 
-    recorder: RunRecorder
+    recorder: RunWriter
     async with recorded_run(
         store, run_id, run_id, "evaluate", {"prompt": prompt.model_dump()}, close=close
     ) as opened:
-        recorder = RunRecorder(store, opened.gateway, run_id)
+        recorder = RunWriter(store, opened.gateway, run_id)
         label = f"{split} {prompt.id}"
         outputs = await predict(prompt, examples, models.task, concurrency, label=label)
         scores = await metric(

@@ -16,10 +16,9 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from flows.optimize import new_run_id
-from prompt_descent.config import Budget, Example
-from prompt_descent.datasets import load_examples
-from prompt_descent.lifecycle import OpenRun, recorded_run
-from prompt_descent.qa import (
+from prompt_descent.core.config import Budget, Example
+from prompt_descent.core.datasets import load_examples
+from prompt_descent.features.qa import (
     QA_PLACEHOLDER,
     REPHRASE_PLACEHOLDER,
     ExpandedQA,
@@ -31,8 +30,9 @@ from prompt_descent.qa import (
     text_source,
     write_output,
 )
-from prompt_descent.registry import DEFAULT_STORE, RegisteredPrompt
-from prompt_descent.store import Store
+from prompt_descent.features.registry import DEFAULT_STORE, RegisteredPrompt
+from prompt_descent.runtime.lifecycle import OpenRun, recorded_run
+from prompt_descent.storage.store import Store
 from tasks.qa import qa_pairs, rephrase
 
 

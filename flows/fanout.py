@@ -22,10 +22,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from flows.limits import rate_limit_hook
-from prompt_descent import llm
-from prompt_descent.config import DaskSettings, ModelSettings, RetrySettings, RunConfig
+from prompt_descent.core.config import DaskSettings, ModelSettings, RetrySettings, RunConfig
+from prompt_descent.core.results import CallRecord
 from prompt_descent.errors import UserError
-from prompt_descent.records import CallRecord
+from prompt_descent.llm.gateway import Gateway
 
 CONNECT_SECONDS = 5.0
 SHARDS_PER_WORKER = 2  # one shard per worker slot would leave it idle behind a slow shard
@@ -43,7 +43,7 @@ async def call_shard(
     rpm_limits: dict[str, int],
     shard: str = "",
 ) -> list[CallRecord]:
-    gateway = llm.Gateway(
+    gateway = Gateway(
         # the run's gateway judges the failed fraction of the whole fan-out, not of a shard
         retry=retry.model_copy(update={"max_failed_fraction": 1.0}),
         before_request=rate_limit_hook(rpm_limits),
@@ -54,7 +54,7 @@ async def call_shard(
 
 
 def _import_the_gateway() -> None:
-    importlib.import_module("prompt_descent.llm")
+    importlib.import_module("prompt_descent.llm.gateway")
 
 
 class DaskFanOut:

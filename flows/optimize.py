@@ -13,15 +13,15 @@ from prefect.utilities.annotations import quote
 from flows.artifacts import RunPublisher
 from flows.fanout import check_task_runner, open_fan_out
 from flows.limits import provider_rate_limits
-from prompt_descent import llm
-from prompt_descent.batching import minibatches, planned_steps
-from prompt_descent.config import Example, Models, Prompt, RunConfig, SplitScore
-from prompt_descent.context import fit_to_context
-from prompt_descent.datasets import DataSplits, load_examples, split_examples
-from prompt_descent.lifecycle import OpenRun, recorded_run
-from prompt_descent.recorder import RunRecorder
-from prompt_descent.records import Attempt, RegistryEntry, RunSummary
-from prompt_descent.store import Store, check_writable
+from prompt_descent.core.batching import minibatches, planned_steps
+from prompt_descent.core.config import Example, Models, Prompt, RunConfig, SplitScore
+from prompt_descent.core.context import fit_to_context
+from prompt_descent.core.datasets import DataSplits, load_examples, split_examples
+from prompt_descent.core.results import Attempt, RegistryEntry, RunSummary
+from prompt_descent.llm.gateway import Gateway, check_api_base, check_model
+from prompt_descent.runtime.lifecycle import OpenRun, recorded_run
+from prompt_descent.storage.store import Store, check_writable
+from prompt_descent.storage.writer import RunWriter
 from tasks.apply import apply
 from tasks.decide import decide
 from tasks.gradient import answer_space, gradient
@@ -46,8 +46,8 @@ def prepare_run(config: RunConfig) -> DataSplits:
     check_task_runner(config.task_runner, config.dask)
     for role in Models.model_fields:
         settings = getattr(config.models, role)
-        llm.check_model(settings, _model_field(config, role))
-        llm.check_api_base(settings, f"models.{role}.api_base")
+        check_model(settings, _model_field(config, role))
+        check_api_base(settings, f"models.{role}.api_base")
     examples = fit_to_context(
         config.prompt, load_examples(config.dataset), config.models.task, config.long_inputs
     )
@@ -71,8 +71,8 @@ class Trainer:
 
     config: RunConfig
     splits: DataSplits
-    gateway: llm.Gateway
-    recorder: RunRecorder
+    gateway: Gateway
+    recorder: RunWriter
     publisher: RunPublisher
     run: RunSummary
     current: Prompt
@@ -238,7 +238,7 @@ async def optimize_prompt(
         gateway = opened.gateway
         if gateway.remote is not None:
             gateway.remote.close()
-        recorder = RunRecorder(store, gateway, run_id) if trainer is None else trainer.recorder
+        recorder = RunWriter(store, gateway, run_id) if trainer is None else trainer.recorder
         recorder.calls(gateway.drain())
         if run.status == "failed":  # the steps done so far still reach the UI
             with contextlib.suppress(Exception):
@@ -285,7 +285,7 @@ async def optimize_prompt(
             config=config,
             splits=splits,
             gateway=opened.gateway,
-            recorder=RunRecorder(store, opened.gateway, run_id),
+            recorder=RunWriter(store, opened.gateway, run_id),
             publisher=publisher,
             run=run,
             current=config.prompt,

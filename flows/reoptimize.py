@@ -18,12 +18,12 @@ from prefect.runtime import flow_run
 from flows.artifacts import publish_promotion
 from flows.evaluate import evaluate_prompt
 from flows.optimize import new_run_id, optimize_prompt
-from prompt_descent.config import Prompt, RunConfig
-from prompt_descent.configfile import load_config
-from prompt_descent.datasets import load_examples, split_examples
+from prompt_descent.core.config import Prompt, RunConfig
+from prompt_descent.core.configfile import load_config
+from prompt_descent.core.datasets import load_examples, split_examples
+from prompt_descent.core.results import Champion, Promotion, RegistryEntry, RunSummary
 from prompt_descent.errors import UserError
-from prompt_descent.records import Champion, Promotion, RegistryEntry, RunSummary
-from prompt_descent.store import Store
+from prompt_descent.storage.store import Store
 
 
 def _score(value: float | None) -> str:

@@ -3,7 +3,7 @@
 Every function here is synchronous and runs its flow with `asyncio.run`. In async code
 (a notebook cell with a running loop, a web handler, another flow) await the flows
 themselves instead: `flows.optimize.optimize_prompt`, `flows.evaluate.evaluate_prompt`,
-`flows.expand_qa.expand_qa`, `prompt_descent.runner.run_prompt`.
+`flows.expand_qa.expand_qa`, `prompt_descent.features.serving.run_prompt`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
-from prompt_descent import interrupt
-from prompt_descent.config import (
+from prompt_descent.core.config import (
     Budget,
     DatasetSpec,
     Example,
@@ -28,11 +27,10 @@ from prompt_descent.config import (
     RunConfig,
     SplitScore,
 )
-from prompt_descent.environment import apply_project_defaults
+from prompt_descent.core.results import RunSummary
 from prompt_descent.errors import RunStopped, UserError
-from prompt_descent.qa import ExpandSummary
-from prompt_descent.records import RunSummary
-from prompt_descent.registry import (
+from prompt_descent.features.qa import ExpandSummary
+from prompt_descent.features.registry import (
     DEFAULT_STORE,
     RegisteredPrompt,
     StoreLike,
@@ -43,9 +41,11 @@ from prompt_descent.registry import (
     open_store,
     register_prompt,
 )
+from prompt_descent.runtime import interrupt
+from prompt_descent.runtime.environment import apply_project_defaults
 
 if TYPE_CHECKING:
-    from prompt_descent.runner import Output
+    from prompt_descent.features.serving import Output
 
 T = TypeVar("T")
 
@@ -66,7 +66,7 @@ __all__ = [
 
 def _run_flow(work: Coroutine[Any, Any, T], run_id: str, resume: str | None = None) -> T:
     """`_run(work, ...)` with a Prefect API for the flow to report to."""
-    from prompt_descent.prefect_api import ensure_api
+    from prompt_descent.runtime.prefect_api import ensure_api
 
     try:
         ensure_api()
@@ -113,7 +113,7 @@ def optimize(config: RunConfig | str | Path, run_id: str | None = None) -> RunSu
     _no_running_loop("optimize")
     apply_project_defaults()
     from flows.optimize import new_run_id, optimize_prompt, prepare_run
-    from prompt_descent.configfile import load_config
+    from prompt_descent.core.configfile import load_config
 
     run_config = config if isinstance(config, RunConfig) else load_config(config)
     prepare_run(run_config)  # input mistakes raise UserError here, before any flow run
@@ -204,8 +204,8 @@ def evaluate(
     apply_project_defaults()
     from flows.evaluate import evaluate_prompt, prepare_evaluation
     from flows.optimize import new_run_id
-    from prompt_descent.datasets import load_examples
-    from prompt_descent.store import check_writable
+    from prompt_descent.core.datasets import load_examples
+    from prompt_descent.storage.store import check_writable
 
     the_prompt = prompt if isinstance(prompt, Prompt) else _prompt(prompt, template)
     spec = (
@@ -299,8 +299,8 @@ def run_prompt(
     order. Calls are cached and recorded in the store.
     """
     _no_running_loop("run_prompt")
-    from prompt_descent.runner import file_examples, input_example
-    from prompt_descent.runner import run_prompt as run_registered
+    from prompt_descent.features.serving import file_examples, input_example
+    from prompt_descent.features.serving import run_prompt as run_registered
 
     if (inputs is None) == (file is None):
         raise UserError("give exactly one of inputs or file")

@@ -10,7 +10,7 @@ from typing import Annotated, TypeVar
 import typer
 from rich.console import Console
 
-from prompt_descent.environment import apply_project_defaults
+from prompt_descent.runtime.environment import apply_project_defaults
 
 apply_project_defaults()  # before Prefect or litellm is imported
 
@@ -36,8 +36,8 @@ ConfigOption = Annotated[
 
 def _store_of(store: str | None, config: Path | None) -> str:
     """The store a command reads: --store, else the --config's `store:`, else the default."""
-    from prompt_descent.configfile import load_config
-    from prompt_descent.registry import DEFAULT_STORE
+    from prompt_descent.core.configfile import load_config
+    from prompt_descent.features.registry import DEFAULT_STORE
 
     if store is not None:
         return store
@@ -56,7 +56,7 @@ def _fail(error: Exception) -> None:
 
 def _interruptible(work: Callable[[], T]) -> T:
     """`work()`, with a Ctrl-C reported as what it did, and exit code 130."""
-    from prompt_descent.interrupt import EXIT_CODE, RunInterrupted
+    from prompt_descent.runtime.interrupt import EXIT_CODE, RunInterrupted
 
     err = Console(stderr=True, soft_wrap=True)
     try:
@@ -78,8 +78,8 @@ def optimize(
 ) -> None:
     """Optimize the config's prompt and print baseline vs best."""
     from prompt_descent import api
-    from prompt_descent.configfile import locate_in_config
-    from prompt_descent.views import summary_table
+    from prompt_descent.core.configfile import locate_in_config
+    from prompt_descent.presentation.views import summary_table
 
     try:
         summary = _interruptible(lambda: api.optimize(config, run_id=run_id))
@@ -97,7 +97,7 @@ def resume(
     """Finish an interrupted run; no LLM call it completed is made again."""
     store = _store_of(store, config_file)
     from prompt_descent import api
-    from prompt_descent.views import summary_table
+    from prompt_descent.presentation.views import summary_table
 
     try:
         summary = _interruptible(lambda: api.resume(run, store))
@@ -130,8 +130,8 @@ def _at_option(error: UserError) -> UserError:
 def runs(store: StoreOption = None, config_file: ConfigOption = None) -> None:
     """List the runs in the store."""
     store = _store_of(store, config_file)
-    from prompt_descent.store import Store
-    from prompt_descent.views import runs_table
+    from prompt_descent.presentation.views import runs_table
+    from prompt_descent.storage.store import Store
 
     try:
         table = runs_table(Store(store, create=False))
@@ -148,8 +148,8 @@ def show(
 ) -> None:
     """Every proposal of a run: scores, accepted or rejected and why, the prompt diff."""
     store = _store_of(store, config_file)
-    from prompt_descent.store import Store
-    from prompt_descent.views import run_history
+    from prompt_descent.presentation.views import run_history
+    from prompt_descent.storage.store import Store
 
     try:
         console.print(run_history(Store(store, create=False), run))
@@ -179,7 +179,7 @@ def evaluate(
     """Score one prompt on a dataset: `prompt_descent.evaluate` with these arguments."""
     store = _store_of(store, config_file)
     from prompt_descent import api
-    from prompt_descent.runner import parse_fields
+    from prompt_descent.features.serving import parse_fields
 
     try:
         scores = _interruptible(
@@ -215,8 +215,8 @@ def models() -> None:
     """
     from rich.table import Table
 
-    from prompt_descent.local import describe_models
-    from prompt_descent.local_probe import probe
+    from prompt_descent.llm.local import describe_models
+    from prompt_descent.llm.probe import probe
 
     # probed first: a first probe joins and verifies the weights it loads
     probes = {info.name: probe(info.name) for info in describe_models() if info.installed}
@@ -252,8 +252,8 @@ def report(
 ) -> None:
     """Write a run's HTML report (score chart, prompt history with diffs, iterations)."""
     store = _store_of(store, config_file)
-    from prompt_descent.report import CHART_NAME, report_dir, write_report
-    from prompt_descent.store import Store
+    from prompt_descent.presentation.report import CHART_NAME, report_dir, write_report
+    from prompt_descent.storage.store import Store
 
     target = out or report_dir(store, run)
     try:
@@ -275,9 +275,9 @@ def report(
 def prompts(store: StoreOption = None, config_file: ConfigOption = None) -> None:
     """List the registered prompts: every version, its model settings and scores."""
     store = _store_of(store, config_file)
-    from prompt_descent.registry import list_prompts
-    from prompt_descent.store import Store
-    from prompt_descent.views import prompts_table
+    from prompt_descent.features.registry import list_prompts
+    from prompt_descent.presentation.views import prompts_table
+    from prompt_descent.storage.store import Store
 
     try:
         entries = list_prompts(Store(store, create=False))
@@ -300,9 +300,9 @@ def prompt(
 ) -> None:
     """Show a registered prompt with its model settings, or export it."""
     store = _store_of(store, config_file)
-    from prompt_descent.registry import export_prompt, load_prompt
-    from prompt_descent.store import Store
-    from prompt_descent.views import prompt_details
+    from prompt_descent.features.registry import export_prompt, load_prompt
+    from prompt_descent.presentation.views import prompt_details
+    from prompt_descent.storage.store import Store
 
     try:
         entry = load_prompt(name, version, Store(store, create=False))
@@ -329,7 +329,7 @@ def prompt_import(
 ) -> None:
     """Register a prompt from an export file, without optimizing."""
     store = _store_of(store, config_file)
-    from prompt_descent.registry import import_prompt
+    from prompt_descent.features.registry import import_prompt
 
     try:
         entry = import_prompt(file, name, store, champion=champion)
@@ -366,7 +366,7 @@ def run(
     import json
 
     from prompt_descent import api
-    from prompt_descent.runner import parse_fields
+    from prompt_descent.features.serving import parse_fields
 
     try:
         if (text is None) == (file is None):

@@ -15,10 +15,10 @@ import re
 from prefect import task
 from pydantic import BaseModel, ValidationError
 
-from prompt_descent import llm
-from prompt_descent.config import ModelSettings, Prompt, placeholders, template_error
-from prompt_descent.records import Attempt, Candidate, Feedback
-from prompt_descent.structured import extract_json
+from prompt_descent.core.config import ModelSettings, Prompt, placeholders, template_error
+from prompt_descent.core.results import Attempt, Candidate, Feedback
+from prompt_descent.llm.gateway import active_gateway
+from prompt_descent.llm.structured import extract_json
 from tasks.gradient import describe_prompt
 from tasks.options import STEP_OPTIONS
 
@@ -112,7 +112,7 @@ async def _ask_for_prompt(
     settings: ModelSettings, messages: list[dict[str, str]]
 ) -> tuple[ProposedPrompt | None, str, str | None]:
     """The proposal, the raw reply, and why there is none; one repair request on bad JSON."""
-    gateway = llm.gateway()
+    gateway = active_gateway()
     call = await gateway.complete("apply", settings, messages, json_mode=True)
     if call.error:
         return None, "", f"apply call failed: {call.error}"

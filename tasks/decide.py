@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from prefect import task
 
-from prompt_descent.records import Decision, Validation
+from prompt_descent.core.results import Decision, Validation
 from tasks.options import PURE_STEP_OPTIONS
 
 

@@ -13,9 +13,9 @@ import json
 
 from prefect import task
 
-from prompt_descent import llm
-from prompt_descent.config import Example, ModelSettings, Prompt, SplitScore
-from prompt_descent.records import Feedback
+from prompt_descent.core.config import Example, ModelSettings, Prompt, SplitScore
+from prompt_descent.core.results import Feedback
+from prompt_descent.llm.gateway import active_gateway
 from tasks.options import STEP_OPTIONS
 
 MAX_CASES_SHOWN = 8
@@ -100,7 +100,7 @@ async def build_gradient(
     if mode == "metric":
         shown = [p for p in shown if p.score < 1.0]
     cases = [(by_id[p.example_id], p.output, p.score) for p in shown][:MAX_CASES_SHOWN]
-    call = await llm.gateway().complete(
+    call = await active_gateway().complete(
         "gradient", settings, gradient_messages(prompt, cases, mode, answers)
     )
     return Feedback(prompt_id=prompt.id, text=(call.response or "").strip(), failures=len(cases))

@@ -14,10 +14,10 @@ from collections.abc import Callable
 
 from prefect import task
 
-from prompt_descent import llm
-from prompt_descent.config import Example, MetricSpec, ModelSettings, Prediction, SplitScore
+from prompt_descent.core.config import Example, MetricSpec, ModelSettings, Prediction, SplitScore
 from prompt_descent.errors import UserError
-from prompt_descent.structured import extract_json
+from prompt_descent.llm.gateway import active_gateway
+from prompt_descent.llm.structured import extract_json
 from tasks.options import PURE_STEP_OPTIONS
 
 Metric = Callable[[str, Example], float]
@@ -184,7 +184,7 @@ async def compute_scores(
 
     rubric = spec.rubric or DEFAULT_RUBRIC
     gradable = [(e, p) for e, p in zip(examples, predictions, strict=True) if not p.error]
-    verdicts = await llm.gateway().complete_many(
+    verdicts = await active_gateway().complete_many(
         "judge", judge, [judge_messages(rubric, e, p.output) for e, p in gradable], concurrency
     )
     by_id = {}

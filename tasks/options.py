@@ -17,7 +17,7 @@ from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 from prefect.tasks import exponential_backoff
 
 from prompt_descent.errors import BudgetExhausted, UserError
-from prompt_descent.interrupt import Interrupted
+from prompt_descent.runtime.interrupt import Interrupted
 
 
 async def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:

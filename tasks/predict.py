@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prefect import task
 
-from prompt_descent import llm
-from prompt_descent.config import Example, ModelSettings, Prediction, Prompt
+from prompt_descent.core.config import Example, ModelSettings, Prediction, Prompt
+from prompt_descent.llm.gateway import active_gateway
 from tasks.options import STEP_OPTIONS
 
 
@@ -13,7 +13,7 @@ async def generate_predictions(
     prompt: Prompt, examples: list[Example], settings: ModelSettings, concurrency: int
 ) -> list[Prediction]:
     """One prediction per example, in order; a failed call is an empty output with its error."""
-    calls = await llm.gateway().complete_many(
+    calls = await active_gateway().complete_many(
         "predict", settings, [prompt.render(e.inputs) for e in examples], concurrency
     )
     return [

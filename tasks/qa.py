@@ -1,7 +1,7 @@
 """The expand_qa steps: QA pairs from texts, then rewordings of each question.
 
 Each step is one coarse task over all its records, fanned out with asyncio; every
-reply must parse into its shape (prompt_descent.structured, one repair at most), and
+reply must parse into its shape (prompt_descent.llm.structured, one repair at most), and
 a record that never parses comes back with its error instead of failing the batch.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from prefect import task
 
-from prompt_descent.config import Example, ModelSettings, Prompt
-from prompt_descent.qa import (
+from prompt_descent.core.config import Example, ModelSettings, Prompt
+from prompt_descent.features.qa import (
     QA_PLACEHOLDER,
     REPHRASE_PLACEHOLDER,
     QAPairs,
@@ -18,7 +18,7 @@ from prompt_descent.qa import (
     Rewording,
     TextPairs,
 )
-from prompt_descent.structured import complete_structured_many
+from prompt_descent.llm.structured import complete_structured_many
 from tasks.options import STEP_OPTIONS
 
 

@@ -10,7 +10,7 @@ stops as soon as it is settled:
   a candidate that cannot win shows it soonest (on the batch, a candidate that fixes
   none of the failing examples is rejected without predicting the passing ones);
 - on val, also with `early_reject_chance`: the chance that the remaining examples
-  still lift it to the target (prompt_descent.reach) is below that. The examples the
+  still lift it to the target (prompt_descent.core.reach) is below that. The examples the
   current prompt got right and the others are then taken in turn, in proportion, so
   that the candidate's scores so far say something about both.
 
@@ -24,7 +24,7 @@ from functools import cached_property
 
 from prefect import task
 
-from prompt_descent.config import (
+from prompt_descent.core.config import (
     Example,
     MetricSpec,
     ModelSettings,
@@ -32,8 +32,8 @@ from prompt_descent.config import (
     Prompt,
     SplitScore,
 )
-from prompt_descent.reach import TOLERANCE, Group, chance_to_reach, fewest_needed
-from prompt_descent.records import Candidate, Validation
+from prompt_descent.core.reach import TOLERANCE, Group, chance_to_reach, fewest_needed
+from prompt_descent.core.results import Candidate, Validation
 from tasks.metric import compute_scores
 from tasks.options import STEP_OPTIONS
 from tasks.predict import generate_predictions

@@ -18,15 +18,15 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings  # noqa: E402
 
-from prompt_descent import llm  # noqa: E402
-from prompt_descent.fake import Script, ScriptedModel  # noqa: E402
-from prompt_descent.prefect_api import ensure_api  # noqa: E402
+from prompt_descent.llm.gateway import register_provider  # noqa: E402
+from prompt_descent.runtime.prefect_api import ensure_api  # noqa: E402
+from prompt_descent.testing.fake import Script, ScriptedModel  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
 def prefect_api() -> None:
     """The suite's throwaway Prefect server, tied to the pytest process: it ends when the
-    suite does, even when the suite is killed or crashes (see prompt_descent.prefect_api)."""
+    suite does, even when it is killed or crashes (see prompt_descent.runtime.prefect_api)."""
     ensure_api()
 
 
@@ -44,7 +44,7 @@ def fake_model() -> Callable[[Script], ScriptedModel]:
 
     def register(script: Script, latency_s: float = 0.0) -> ScriptedModel:
         model = ScriptedModel(script, latency_s)
-        llm.register_provider("fake", model)
+        register_provider("fake", model)
         return model
 
     return register

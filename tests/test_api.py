@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 import prompt_descent as pd
-from prompt_descent.fake import Script, ScriptedModel
+from prompt_descent.testing.fake import Script, ScriptedModel
 
 RegisterModel = Callable[[Script], ScriptedModel]
 Messages = list[dict[str, str]]

@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from prompt_descent import cli
-from prompt_descent.config import Example, ModelSettings, Prompt
-from prompt_descent.context import fit_to_context
+from prompt_descent.core.config import Example, ModelSettings, Prompt
+from prompt_descent.core.context import fit_to_context
 
 TABLES = ("runs", "prompts", "iterations", "predictions", "llm_calls", "evaluations", "registry")
 ROWS = [{"input": f"item {i}", "target": "yes" if i % 2 else "no"} for i in range(12)]
@@ -117,10 +117,10 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str]]] = [
 @pytest.fixture(scope="module")
 def store_with_a_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project store that already holds one finished run."""
-    from prompt_descent import llm
-    from prompt_descent.fake import ScriptedModel
+    from prompt_descent.llm.gateway import register_provider
+    from prompt_descent.testing.fake import ScriptedModel
 
-    llm.register_provider("fake", ScriptedModel(lambda model, messages: "yes"))
+    register_provider("fake", ScriptedModel(lambda model, messages: "yes"))
     directory = tmp_path_factory.mktemp("project")
     (directory / "data.jsonl").write_text(jsonl(ROWS))
     store = directory / "runs.duckdb"
@@ -348,7 +348,7 @@ def test_cli_and_api_evaluate_make_the_same_calls(
     from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
     import prompt_descent as pd
-    from prompt_descent.config import Models
+    from prompt_descent.core.config import Models
 
     fake_model(lambda name, messages: "8" if "rubric" in messages[0]["content"] else "yes")
     monkeypatch.chdir(tmp_path)

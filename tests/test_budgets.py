@@ -12,9 +12,9 @@ import litellm
 import pytest
 
 from flows.optimize import optimize_prompt
-from prompt_descent import llm
-from prompt_descent.config import RunConfig
-from prompt_descent.fake import ScriptedModel
+from prompt_descent.core.config import RunConfig
+from prompt_descent.llm.gateway import register_provider
+from prompt_descent.testing.fake import ScriptedModel
 
 PRICE_PER_TOKEN = 0.001
 
@@ -43,7 +43,7 @@ def priced_fake_model() -> Iterator[ScriptedModel]:
         }
     )
     model = ScriptedModel(script, latency_s=0.01)
-    llm.register_provider("fake", model)
+    register_provider("fake", model)
     yield model
 
 

@@ -15,10 +15,10 @@ from typer.testing import CliRunner, Result
 
 from flows.optimize import optimize_prompt
 from prompt_descent import cli
-from prompt_descent.config import Prompt, RunConfig
-from prompt_descent.fake import Script, ScriptedModel
-from prompt_descent.records import RunSummary
-from prompt_descent.store import Store
+from prompt_descent.core.config import Prompt, RunConfig
+from prompt_descent.core.results import RunSummary
+from prompt_descent.storage.store import Store
+from prompt_descent.testing.fake import Script, ScriptedModel
 
 RegisterModel = Callable[[Script], ScriptedModel]
 

@@ -15,9 +15,9 @@ from prefect.client.orchestration import get_client
 
 from flows.limits import limit_name
 from flows.optimize import optimize_prompt
-from prompt_descent import llm
-from prompt_descent.config import RunConfig
-from prompt_descent.fake import ScriptedModel
+from prompt_descent.core.config import RunConfig
+from prompt_descent.llm.gateway import register_provider
+from prompt_descent.testing.fake import ScriptedModel
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "contains_answer.jsonl"
 CONFIG = """\
@@ -37,7 +37,7 @@ store: {store}
 def test_two_runs_and_a_reader_share_one_duckdb_file(tmp_path: Path) -> None:
     store = tmp_path / "runs.duckdb"
     env = os.environ | {
-        "PROMPT_DESCENT_FAKE_SCRIPT": "prompt_descent.demo:demo_script",
+        "PROMPT_DESCENT_FAKE_SCRIPT": "prompt_descent.testing.demo:demo_script",
         "PROMPT_DESCENT_FAKE_LATENCY": "0.02",
         "PREFECT_HOME": str(tmp_path / "prefect"),
     }
@@ -95,7 +95,7 @@ def test_a_provider_rate_limit_is_a_prefect_global_limit_every_request_takes_a_s
     tmp_path: Path,
 ) -> None:
     model = ScriptedModel(lambda name, messages: "yes")
-    llm.register_provider("fake", model)
+    register_provider("fake", model)
     data = tmp_path / "data.jsonl"
     data.write_text(
         "".join(json.dumps({"input": f"q{i}", "target": "yes"}) + "\n" for i in range(16))

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from prompt_descent.configfile import load_config
-from prompt_descent.datasets import load_examples
+from prompt_descent.core.configfile import load_config
+from prompt_descent.core.datasets import load_examples
 from prompt_descent.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]

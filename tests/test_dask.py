@@ -15,12 +15,12 @@ import pytest
 from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
 from flows.optimize import optimize_prompt
-from prompt_descent.config import RunConfig
-from prompt_descent.configfile import load_config
-from prompt_descent.demo import demo_script
+from prompt_descent.core.config import RunConfig
+from prompt_descent.core.configfile import load_config
+from prompt_descent.core.results import RunSummary
 from prompt_descent.errors import UserError
-from prompt_descent.records import RunSummary
-from prompt_descent.store import Store
+from prompt_descent.storage.store import Store
+from prompt_descent.testing.demo import demo_script
 
 DEMO = Path(__file__).resolve().parent.parent / "data" / "contains_answer.yaml"
 
@@ -49,7 +49,7 @@ def paid_calls(config: RunConfig, run_id: str) -> dict[str, int]:
 def test_dask_runner_fans_predictions_out_to_workers_with_the_same_outcome(
     tmp_path: Path, fake_model, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PROMPT_DESCENT_FAKE_SCRIPT", "prompt_descent.demo:demo_script")
+    monkeypatch.setenv("PROMPT_DESCENT_FAKE_SCRIPT", "prompt_descent.testing.demo:demo_script")
     (tmp_path / "thread").mkdir()
     (tmp_path / "dask").mkdir()
     here = fake_model(demo_script)

@@ -8,8 +8,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from prompt_descent.config import DatasetSpec, Example, Splits
-from prompt_descent.datasets import load_examples, split_examples
+from prompt_descent.core.config import DatasetSpec, Example, Splits
+from prompt_descent.core.datasets import load_examples, split_examples
 from prompt_descent.errors import UserError
 
 BBH_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "bbh"

@@ -18,19 +18,19 @@ import duckdb
 import pytest
 
 from flows.expand_qa import expand_qa
-from prompt_descent import llm
-from prompt_descent.config import ModelSettings, Prompt, RetrySettings
+from prompt_descent.core.config import ModelSettings, Prompt, RetrySettings
 from prompt_descent.errors import UserError
-from prompt_descent.fake import Script, ScriptedModel
-from prompt_descent.qa import QAPairs, Rephrasings
-from prompt_descent.registry import register_prompt
-from prompt_descent.store import Store
-from prompt_descent.structured import (
+from prompt_descent.features.qa import QAPairs, Rephrasings
+from prompt_descent.features.registry import register_prompt
+from prompt_descent.llm.gateway import Gateway, activate
+from prompt_descent.llm.structured import (
     complete_structured,
     extract_json,
     parse_reply,
     response_format_for,
 )
+from prompt_descent.storage.store import Store
+from prompt_descent.testing.fake import Script, ScriptedModel
 
 RegisterModel = Callable[[Script], ScriptedModel]
 Messages = list[dict[str, str]]
@@ -166,7 +166,7 @@ def test_complete_structured_repairs_once_then_keeps_the_error(
 ) -> None:
     replies = iter(["not json", '{"pairs": []}'])
     model = fake_model(lambda name, messages: next(replies))
-    llm.activate(llm.Gateway())
+    activate(Gateway())
     settings = ModelSettings(model="fake/m")
     messages = QA_PROMPT.render({"text": "x"})
 
@@ -351,7 +351,7 @@ LOCAL_MODEL = "local/qwen2.5-coder-0.5b-instruct"
 
 
 def test_expand_qa_with_the_embedded_local_model(tmp_path: Path) -> None:
-    from prompt_descent import local
+    from prompt_descent.llm import local
 
     try:
         local.resolve(LOCAL_MODEL)
@@ -391,7 +391,7 @@ def test_a_failed_call_is_an_error_without_a_repair(fake_model: RegisterModel) -
         raise ConnectionError("provider down")
 
     model = fake_model(down)
-    llm.activate(llm.Gateway(retry=RetrySettings(attempts=1)))
+    activate(Gateway(retry=RetrySettings(attempts=1)))
 
     result = asyncio.run(
         complete_structured(

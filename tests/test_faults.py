@@ -11,9 +11,9 @@ import pytest
 from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
 from flows.optimize import optimize_prompt
-from prompt_descent import llm
-from prompt_descent.config import RunConfig
-from prompt_descent.fake import FAULT_KINDS, REFUSAL, FaultyModel, ScriptedModel
+from prompt_descent.core.config import RunConfig
+from prompt_descent.llm.gateway import register_provider
+from prompt_descent.testing.fake import FAULT_KINDS, REFUSAL, FaultyModel, ScriptedModel
 
 MARKER = "Reply with the category only."
 JSON_FAULTS = ("malformed_json", "truncated")
@@ -75,11 +75,11 @@ def outcome(summary) -> tuple:
 
 
 def test_a_run_through_faults_ends_where_the_fault_free_run_ends(tmp_path: Path) -> None:
-    llm.register_provider("fake", ScriptedModel(script))
+    register_provider("fake", ScriptedModel(script))
     clean = asyncio.run(optimize_prompt(config(tmp_path / "clean")))
 
     faulty = FaultyModel(script, rate=0.3, seed=7)
-    llm.register_provider("fake", faulty)
+    register_provider("fake", faulty)
     # its own Prefect result cache, or the clean run's cached steps would be served
     with temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: tmp_path / "faulty-results"}):
         through_faults = asyncio.run(optimize_prompt(config(tmp_path / "faulty")))
@@ -101,11 +101,11 @@ def test_a_run_through_faults_ends_where_the_fault_free_run_ends(tmp_path: Path)
 
 @pytest.mark.parametrize("kind", JSON_FAULTS)
 def test_a_broken_json_proposal_is_repaired_to_the_same_outcome(tmp_path: Path, kind: str) -> None:
-    llm.register_provider("fake", ScriptedModel(script))
+    register_provider("fake", ScriptedModel(script))
     clean = asyncio.run(optimize_prompt(config(tmp_path / "clean", steps=1)))
 
     faulty = FaultyModel(script, rate=1.0, seed=0, kinds=(kind,))
-    llm.register_provider("fake", faulty)
+    register_provider("fake", faulty)
     with temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: tmp_path / "faulty-results"}):
         repaired = asyncio.run(optimize_prompt(config(tmp_path / "faulty", steps=1)))
 
@@ -121,7 +121,7 @@ def test_a_broken_json_proposal_is_repaired_to_the_same_outcome(tmp_path: Path, 
 
 def test_refused_examples_score_zero_with_the_refusal_kept(tmp_path: Path) -> None:
     refusing = FaultyModel(script, rate=0.2, seed=3, kinds=(REFUSAL,), faulty_attempts=99)
-    llm.register_provider("fake", refusing)
+    register_provider("fake", refusing)
     run_config = config(tmp_path, steps=1, retry={"max_failed_fraction": 1.0})
     summary = asyncio.run(optimize_prompt(run_config))
 
@@ -142,7 +142,7 @@ def test_a_step_with_too_many_failed_calls_stops_the_run_and_keeps_the_best(
     tmp_path: Path,
 ) -> None:
     refusing = FaultyModel(script, rate=0.6, seed=1, kinds=(REFUSAL,), faulty_attempts=99)
-    llm.register_provider("fake", refusing)
+    register_provider("fake", refusing)
     run_config = config(tmp_path, retry={"max_failed_fraction": 0.25})
     summary = asyncio.run(optimize_prompt(run_config))
 
@@ -158,7 +158,7 @@ def test_a_step_with_too_many_failed_calls_stops_the_run_and_keeps_the_best(
 @pytest.mark.parametrize("kind", ["rate_limit_retry_after"])
 def test_retry_after_is_honoured_up_to_the_configured_cap(tmp_path: Path, kind: str) -> None:
     faulty = FaultyModel(script, rate=1.0, seed=0, kinds=(kind,), faulty_attempts=1)
-    llm.register_provider("fake", faulty)
+    register_provider("fake", faulty)
     summary = asyncio.run(optimize_prompt(config(tmp_path, steps=1, max_proposals=1)))
 
     assert summary.status == "completed"

@@ -10,7 +10,7 @@ import duckdb
 import pytest
 
 from flows.optimize import optimize_prompt
-from prompt_descent.config import RunConfig
+from prompt_descent.core.config import RunConfig
 
 TEXTS = [f"note {i}: the meeting moved to room {i}" for i in range(24)]
 CRITIQUE = "1. Clarity: it does not ask for brevity. 4. Suggestion: ask for concise answers."

@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 
 from flows.optimize import optimize_prompt
-from prompt_descent.config import RunConfig
+from prompt_descent.core.config import RunConfig
 
 HINT = "Every expected answer in this task is one of:"
 

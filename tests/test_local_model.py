@@ -17,9 +17,9 @@ from pathlib import Path
 import litellm
 import pytest
 
-from prompt_descent import local
 from prompt_descent.errors import ModelError
-from prompt_descent.local_probe import describe_exit, probe
+from prompt_descent.llm import local
+from prompt_descent.llm.probe import describe_exit, probe
 
 SMALL = "local/smollm2-135m-instruct"
 NAMED = [

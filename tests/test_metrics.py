@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from prompt_descent import llm
-from prompt_descent.config import Example, MetricSpec, ModelSettings, Prediction, SplitScore
+from prompt_descent.core.config import Example, MetricSpec, ModelSettings, Prediction, SplitScore
 from prompt_descent.errors import UserError
-from prompt_descent.fake import Script, ScriptedModel
+from prompt_descent.llm.gateway import Gateway, activate
+from prompt_descent.testing.fake import Script, ScriptedModel
 from tasks.metric import compute_scores, resolve_metric
 
 JUDGE = ModelSettings(model="fake/judge", max_tokens=16)
@@ -20,9 +20,9 @@ JUDGE = ModelSettings(model="fake/judge", max_tokens=16)
 @pytest.fixture(autouse=True)
 def fresh_gateway() -> Iterator[None]:
     """No judge verdict is served from another test's call cache."""
-    llm.activate(llm.Gateway())
+    activate(Gateway())
     yield
-    llm.activate(llm.Gateway())
+    activate(Gateway())
 
 
 def scores(

@@ -19,7 +19,7 @@ from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
 from flows.evaluate import evaluate_prompt
 from flows.optimize import optimize_prompt
-from prompt_descent.config import (
+from prompt_descent.core.config import (
     Example,
     MetricSpec,
     Models,
@@ -27,11 +27,11 @@ from prompt_descent.config import (
     Prompt,
     RunConfig,
 )
-from prompt_descent.datasets import load_examples, split_examples
+from prompt_descent.core.datasets import load_examples, split_examples
+from prompt_descent.core.results import RunSummary
 from prompt_descent.errors import ModelError, UserError
-from prompt_descent.fake import Script, ScriptedModel
-from prompt_descent.records import RunSummary
-from prompt_descent.store import Store
+from prompt_descent.storage.store import Store
+from prompt_descent.testing.fake import Script, ScriptedModel
 from tasks.gradient import describe_prompt
 
 Messages = list[dict[str, str]]

@@ -2,7 +2,7 @@
 run by a process worker.
 
 One server (module scope, its own PREFECT_HOME) serves every test here. Models are
-the scripted demo model (prompt_descent.demo): in this process it is registered
+the scripted demo model (prompt_descent.testing.demo): in this process it is registered
 directly; the worker's flow-run processes get it from PROMPT_DESCENT_FAKE_SCRIPT.
 """
 
@@ -46,19 +46,20 @@ from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
 from flows.optimize import optimize_prompt
-from prompt_descent import llm, tether
-from prompt_descent.config import Prompt, RunConfig
-from prompt_descent.demo import YES_NO, demo_script
+from prompt_descent.core.config import Prompt, RunConfig
+from prompt_descent.core.results import RegistryEntry, RunSummary
 from prompt_descent.errors import ModelError
-from prompt_descent.fake import ScriptedModel
-from prompt_descent.records import RegistryEntry, RunSummary
-from prompt_descent.store import Store
+from prompt_descent.llm.gateway import register_provider
+from prompt_descent.runtime import tether
+from prompt_descent.storage.store import Store
+from prompt_descent.testing.demo import YES_NO, demo_script
+from prompt_descent.testing.fake import ScriptedModel
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DATA = ROOT / "data" / "contains_answer.jsonl"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-DEMO_SCRIPT = "prompt_descent.demo:demo_script"
+DEMO_SCRIPT = "prompt_descent.testing.demo:demo_script"
 VAGUE = Prompt(
     system="Read the text and the question, then respond.",
     template="Text: {text}\nQuestion: {question}\nAnswer:",
@@ -200,7 +201,7 @@ class OptimizedRun:
 def optimized(server: Server, tmp_path_factory: pytest.TempPathFactory) -> OptimizedRun:
     directory = tmp_path_factory.mktemp("optimize-on-server")
     config = RunConfig(**demo_config(directory))
-    llm.register_provider("fake", ScriptedModel(demo_script))
+    register_provider("fake", ScriptedModel(demo_script))
     # conftest keeps Prefect at WARNING; the run's INFO lines are what this server should get
     run_loggers = [logging.getLogger(name) for name in ("prefect.flow_runs", "prefect.task_runs")]
     levels = [logger.level for logger in run_loggers]
@@ -270,12 +271,12 @@ def test_a_run_that_fails_still_shows_the_steps_it_finished(server: Server, tmp_
         return demo_script(model, messages)
 
     config = RunConfig(**demo_config(tmp_path))
-    llm.register_provider("fake", ScriptedModel(revoked_after_step_1))
+    register_provider("fake", ScriptedModel(revoked_after_step_1))
     try:
         with reporting_to(server, tmp_path / "results"), pytest.raises(ModelError, match="revoked"):
             asyncio.run(optimize_prompt(config))
     finally:
-        llm.register_provider("fake", ScriptedModel(demo_script))
+        register_provider("fake", ScriptedModel(demo_script))
 
     (run,) = Store(config.store).query("SELECT run_id, status FROM runs")
     assert run["status"] == "failed"

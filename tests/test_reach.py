@@ -1,4 +1,4 @@
-"""prompt_descent.reach: the chance a candidate still reaches a score sum."""
+"""prompt_descent.core.reach: the chance a candidate still reaches a score sum."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from prompt_descent.reach import Group, beta_binomial, chance_to_reach
+from prompt_descent.core.reach import Group, beta_binomial, chance_to_reach
 
 
 def test_with_nothing_seen_every_count_is_as_likely() -> None:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from prompt_descent import llm
-from prompt_descent.config import ModelSettings, Prediction, Prompt, SplitScore
-from prompt_descent.recorder import RunRecorder
-from prompt_descent.records import CallRecord
-from prompt_descent.store import StepRows, Store
+from prompt_descent.core.config import ModelSettings, Prediction, Prompt, SplitScore
+from prompt_descent.core.results import CallRecord
+from prompt_descent.llm.gateway import Gateway, call_key
+from prompt_descent.storage.store import StepRows, Store
+from prompt_descent.storage.writer import RunWriter
 
 PROMPT = Prompt(system="Answer.", template="{input}")
 
@@ -41,10 +41,10 @@ def call(key: str, response: str = "yes") -> CallRecord:
 
 def test_rows_recorded_behind_the_run_are_read_back_after_flush(tmp_path: Path) -> None:
     store = Store(tmp_path / "runs.duckdb")
-    gateway = llm.Gateway()
+    gateway = Gateway()
 
     async def record() -> None:
-        recorder = RunRecorder(store, gateway, "r1")
+        recorder = RunWriter(store, gateway, "r1")
         for step in range(1, 6):  # more records than writes can keep up with: merged
             recorder.calls([call(f"k{step}")])
             recorder.evaluation(PROMPT, "train", scores(1.0, 0.0), f"step {step}")
@@ -68,7 +68,7 @@ def test_rows_recorded_behind_the_run_are_read_back_after_flush(tmp_path: Path) 
 def test_a_failed_write_surfaces_at_flush_and_at_the_next_record(tmp_path: Path) -> None:
     path = tmp_path / "runs.duckdb"
     path.write_text("not a DuckDB file")
-    recorder = RunRecorder(Store(path), llm.Gateway(), "r1")
+    recorder = RunWriter(Store(path), Gateway(), "r1")
 
     async def record() -> None:
         recorder.evaluation(PROMPT, "val", scores(1.0), "baseline val")
@@ -109,14 +109,14 @@ def test_a_stored_call_is_served_from_the_cache_with_the_request(
     store = Store(tmp_path / "runs.duckdb")
     settings = ModelSettings(model="fake/m")
     messages = [{"role": "user", "content": "question"}]
-    key = llm.call_key(settings.model, messages, settings.sampling())
+    key = call_key(settings.model, messages, settings.sampling())
     stored = call(key, response="stored").model_copy(
         update={"messages": messages, "params": settings.sampling()}
     )
     store.save_step("r1", prompts=[], calls=[stored])
 
     served = asyncio.run(
-        llm.Gateway(cache=store.cached_calls()).complete("gradient", settings, messages)
+        Gateway(cache=store.cached_calls()).complete("gradient", settings, messages)
     )
     assert model.calls == []  # not asked
     assert served.cached and served.response == "stored" and served.role == "gradient"

@@ -17,18 +17,18 @@ import yaml
 from typer.testing import CliRunner
 
 from prompt_descent.cli import app
-from prompt_descent.config import ModelSettings, Prompt
+from prompt_descent.core.config import ModelSettings, Prompt
+from prompt_descent.core.results import RegistryEntry
 from prompt_descent.errors import UserError
-from prompt_descent.fake import Script, ScriptedModel
-from prompt_descent.records import RegistryEntry
-from prompt_descent.registry import (
+from prompt_descent.features.registry import (
     export_prompt,
     import_prompt,
     list_prompts,
     load_prompt,
     register_prompt,
 )
-from prompt_descent.store import Store
+from prompt_descent.storage.store import Store
+from prompt_descent.testing.fake import Script, ScriptedModel
 
 RegisterModel = Callable[[Script], ScriptedModel]
 

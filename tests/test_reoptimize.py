@@ -17,12 +17,12 @@ from typer.testing import CliRunner
 from flows.deployed import optimize_from_config
 from flows.reoptimize import reoptimize
 from prompt_descent.cli import app
-from prompt_descent.config import Prompt, RunConfig
-from prompt_descent.demo import STRICT, YES_NO, demo_script
-from prompt_descent.fake import Script, ScriptedModel
-from prompt_descent.records import Promotion, RegistryEntry
-from prompt_descent.report import RunHistory, svg_data_uri, write_report
-from prompt_descent.store import Store
+from prompt_descent.core.config import Prompt, RunConfig
+from prompt_descent.core.results import Promotion, RegistryEntry
+from prompt_descent.presentation.report import RunHistory, svg_data_uri, write_report
+from prompt_descent.storage.store import Store
+from prompt_descent.testing.demo import STRICT, YES_NO, demo_script
+from prompt_descent.testing.fake import Script, ScriptedModel
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "contains_answer.jsonl"
 VAGUE = Prompt(

@@ -46,7 +46,7 @@ def cli(directory: Path, *args: str, latency: float = 0.05, own_server: bool = F
     """The CLI in a process group of its own, as a terminal runs a command; with
     `own_server` it starts its Prefect server as for a user, else it uses the suite's."""
     env = os.environ | {
-        "PROMPT_DESCENT_FAKE_SCRIPT": "prompt_descent.demo:demo_script",
+        "PROMPT_DESCENT_FAKE_SCRIPT": "prompt_descent.testing.demo:demo_script",
         "PROMPT_DESCENT_FAKE_LATENCY": str(latency),
         "PREFECT_HOME": str(directory / "prefect"),
     }

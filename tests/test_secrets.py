@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from prompt_descent import cli, llm
-from prompt_descent.fake import ScriptedModel
+from prompt_descent import cli
+from prompt_descent.llm.gateway import register_provider
+from prompt_descent.testing.fake import ScriptedModel
 
 SECRET = "sk-planted-7f3a9c2e4b1d"
 CONFIG = """\
@@ -44,7 +45,7 @@ def test_a_planted_key_is_used_but_never_stored_logged_or_exported(
     monkeypatch.setenv("PLANTED_BASE", f"https://user:{SECRET}@llm.invalid/v1")
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     model = ScriptedModel(script)
-    llm.register_provider("fake", model)
+    register_provider("fake", model)
     (tmp_path / "data.jsonl").write_text(
         "".join(json.dumps({"input": f"q{i}", "target": "yes"}) + "\n" for i in range(12))
     )

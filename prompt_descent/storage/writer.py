@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import asyncio
 
-from prompt_descent.config import Example, Prompt, SplitScore
-from prompt_descent.llm import Gateway
-from prompt_descent.records import (
+from prompt_descent.core.config import Example, Prompt, SplitScore
+from prompt_descent.core.results import (
     CallRecord,
     Candidate,
     Decision,
@@ -23,10 +22,11 @@ from prompt_descent.records import (
     Usage,
     Validation,
 )
-from prompt_descent.store import StepRows, Store
+from prompt_descent.llm.gateway import Gateway
+from prompt_descent.storage.store import StepRows, Store
 
 
-class RunRecorder:
+class RunWriter:
     def __init__(self, store: Store, gateway: Gateway, run_id: str) -> None:
         self.store = store
         self.gateway = gateway

@@ -1,7 +1,7 @@
 """A deterministic demo model for the contains-answer example, with no real model.
 
-`PROMPT_DESCENT_FAKE_SCRIPT=prompt_descent.demo:demo_script` serves it as `fake/...`
-models (see prompt_descent/llm.py), in this process and in the flow runs a Prefect
+`PROMPT_DESCENT_FAKE_SCRIPT=prompt_descent.testing.demo:demo_script` serves it as `fake/...`
+models (see prompt_descent/llm/gateway.py), in this process and in the flow runs a Prefect
 worker starts, so a deployment can be exercised end to end in seconds.
 """
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from prompt_descent.config import RunConfig
+from prompt_descent.core.config import RunConfig
 from prompt_descent.errors import UserError
 
 Loc = tuple[int | str, ...]

@@ -8,10 +8,10 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from prompt_descent.config import Prompt
-from prompt_descent.records import RunSummary
-from prompt_descent.registry import RegisteredPrompt
-from prompt_descent.store import Store
+from prompt_descent.core.config import Prompt
+from prompt_descent.core.results import RunSummary
+from prompt_descent.features.registry import RegisteredPrompt
+from prompt_descent.storage.store import Store
 
 
 def _score(value: float | None) -> str:

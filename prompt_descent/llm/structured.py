@@ -24,9 +24,9 @@ import litellm
 from litellm.utils import type_to_response_format_param
 from pydantic import BaseModel, ValidationError
 
-from prompt_descent import llm
-from prompt_descent.config import ModelSettings
+from prompt_descent.core.config import ModelSettings
 from prompt_descent.errors import ModelError, RunStopped
+from prompt_descent.llm.gateway import JSON_MODE, active_gateway
 
 ShapeT = TypeVar("ShapeT", bound=BaseModel)
 T = TypeVar("T")
@@ -57,7 +57,7 @@ def response_format_for(model: str, shape: type[BaseModel]) -> dict[str, Any]:
     custom = {item["provider"] for item in litellm.custom_provider_map}
     if provider in SCHEMA_PROVIDERS or (provider not in custom and _supports_schema(model)):
         return type_to_response_format_param(shape)
-    return dict(llm.JSON_MODE)
+    return dict(JSON_MODE)
 
 
 def _supports_schema(model: str) -> bool:
@@ -132,7 +132,7 @@ async def complete_structured(
 ) -> StructuredResult[ShapeT]:
     """One call whose reply must be a `shape`, with at most one repair request."""
     result = StructuredResult[shape]  # type: ignore[valid-type]
-    gateway = llm.gateway()
+    gateway = active_gateway()
     response_format = response_format_for(settings.model, shape)
     call = await gateway.complete(role, settings, messages, response_format=response_format)
     if call.error or call.response is None:  # the call failed, after the gateway's retries

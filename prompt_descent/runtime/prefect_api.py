@@ -19,8 +19,8 @@ import threading
 import time
 from pathlib import Path
 
-from prompt_descent import tether
 from prompt_descent.errors import UserError
+from prompt_descent.runtime import tether
 
 _server: subprocess.Popen | None = None
 _starting = threading.Lock()

@@ -5,7 +5,7 @@ kernel), which no `try` survives. So the question is put to a child that makes o
 tiny completion through litellm, the path every run takes, and the parent reads its
 exit: a crash becomes one line naming the model, the signal and the CPU's flags.
 
-    python -m prompt_descent.local_probe local/qwen2.5-coder-0.5b-instruct
+    python -m prompt_descent.llm.probe local/qwen2.5-coder-0.5b-instruct
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class ProbeResult(BaseModel):
 
 def kernel_flags() -> str:
     """The CPU flags that decide llama.cpp's kernels."""
-    from prompt_descent.local import cpu_flags
+    from prompt_descent.llm.local import cpu_flags
 
     kept = sorted(f for f in cpu_flags() if f.startswith(_KERNEL_FLAGS))
     return " ".join(kept) or "none of " + "/".join(_KERNEL_FLAGS)
@@ -54,7 +54,7 @@ def probe(model: str, timeout: float = PROBE_SECONDS) -> ProbeResult:
     """Load `model` and make one 2-token completion in a child process."""
     try:
         child = subprocess.run(
-            [sys.executable, "-m", "prompt_descent.local_probe", model],
+            [sys.executable, "-m", "prompt_descent.llm.probe", model],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -73,8 +73,8 @@ def probe(model: str, timeout: float = PROBE_SECONDS) -> ProbeResult:
 def _complete_once(model: str) -> int:
     import litellm
 
-    from prompt_descent import local
     from prompt_descent.errors import UserError
+    from prompt_descent.llm import local
 
     local.register()
     try:

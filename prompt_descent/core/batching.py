@@ -6,7 +6,7 @@ import math
 import random
 from collections.abc import Iterator
 
-from prompt_descent.config import Example
+from prompt_descent.core.config import Example
 
 
 def planned_steps(train_size: int, batch_size: int, epochs: int, steps: int | None) -> int:

@@ -6,9 +6,9 @@ import logging
 
 import litellm
 
-from prompt_descent import local
-from prompt_descent.config import Example, ModelSettings, Prompt
+from prompt_descent.core.config import Example, ModelSettings, Prompt
 from prompt_descent.errors import UserError
+from prompt_descent.llm import local
 
 logger = logging.getLogger(__name__)
 MAX_CUTS = 8

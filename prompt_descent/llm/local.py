@@ -32,8 +32,8 @@ from litellm import CustomLLM, ModelResponse
 from litellm.types.utils import Usage
 from pydantic import BaseModel
 
-from prompt_descent import interrupt
 from prompt_descent.errors import ModelError
+from prompt_descent.runtime import interrupt
 
 PROVIDER = "local"
 INSTALL_RUNTIME = "pip install -e '.[local]'"

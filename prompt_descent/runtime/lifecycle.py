@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prompt_descent import interrupt, llm
-from prompt_descent.config import Budget, RetrySettings
+from prompt_descent.core.config import Budget, RetrySettings
 from prompt_descent.errors import RunStopped
-from prompt_descent.store import Store
+from prompt_descent.llm.gateway import Gateway, activate, load_journal
+from prompt_descent.runtime import interrupt
+from prompt_descent.storage.store import Store
 
 
 @dataclass
@@ -29,7 +30,7 @@ class OpenRun:
 
     run_id: str
     store: Store
-    gateway: llm.Gateway
+    gateway: Gateway
     journal: Path | None
     status: str = "running"  # then completed, stopped or failed
     stop_reason: str | None = None
@@ -84,11 +85,11 @@ async def recorded_run(
     journal = journal_path(store, run_id) if journaled else None
     with store.session():
         if journal is not None:
-            store.save_step(run_id, prompts=[], calls=llm.load_journal(journal))
+            store.save_step(run_id, prompts=[], calls=load_journal(journal))
         store.start_run(run_id, name, mode, config)
         cache, spent = store.cached_calls(), store.run_usage(run_id)
-    gateway = llm.Gateway(budget, cache, retry, journal, spent=spent, before_request=before_request)
-    llm.activate(gateway)
+    gateway = Gateway(budget, cache, retry, journal, spent=spent, before_request=before_request)
+    activate(gateway)
     run = OpenRun(run_id=run_id, store=store, gateway=gateway, journal=journal)
 
     def quit_now() -> None:  # a second Ctrl-C: no time for `close`

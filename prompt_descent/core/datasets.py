@@ -24,7 +24,7 @@ from typing import Literal
 
 import duckdb
 
-from prompt_descent.config import DatasetSpec, Example, Splits, Strict
+from prompt_descent.core.config import DatasetSpec, Example, Splits, Strict
 from prompt_descent.errors import UserError
 
 FORMAT_BY_SUFFIX = {

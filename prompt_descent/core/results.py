@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from prompt_descent.config import ModelSettings, Prompt, SplitScore
+from prompt_descent.core.config import ModelSettings, Prompt, SplitScore
 
 
 class Record(BaseModel):

@@ -43,10 +43,12 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from prompt_descent import fake, interrupt, local
-from prompt_descent.config import Budget, ModelSettings, RetrySettings
+from prompt_descent.core.config import Budget, ModelSettings, RetrySettings
+from prompt_descent.core.results import CallRecord, Usage
 from prompt_descent.errors import BudgetExhausted, ModelError, RunStopped, TooManyFailures
-from prompt_descent.records import CallRecord, Usage
+from prompt_descent.llm import local
+from prompt_descent.runtime import interrupt
+from prompt_descent.testing import fake
 
 litellm.telemetry = False
 litellm.suppress_debug_info = True
@@ -493,7 +495,7 @@ def activate(gateway: Gateway) -> None:
     _active.set(gateway)
 
 
-def gateway() -> Gateway:
+def active_gateway() -> Gateway:
     return _active.get() or _unbound
 
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prompt_descent.chart import Proposal, score_chart
-from prompt_descent.config import Prompt
-from prompt_descent.store import Store
+from prompt_descent.core.config import Prompt
+from prompt_descent.presentation.chart import Proposal, score_chart
+from prompt_descent.storage.store import Store
 
 CHART_NAME = "scores.svg"
 REPORT_NAME = "report.html"

@@ -15,11 +15,11 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from prompt_descent.config import DatasetSpec
+from prompt_descent.core.config import DatasetSpec
+from prompt_descent.core.results import Record, Usage
 from prompt_descent.errors import UserError
-from prompt_descent.records import Record, Usage
-from prompt_descent.registry import RegisteredPrompt, list_prompts, load_prompt
-from prompt_descent.store import Store
+from prompt_descent.features.registry import RegisteredPrompt, list_prompts, load_prompt
+from prompt_descent.storage.store import Store
 
 QA_PLACEHOLDER = "text"
 REPHRASE_PLACEHOLDER = "question"

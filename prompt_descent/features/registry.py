@@ -16,10 +16,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from prompt_descent.config import ModelSettings, Prompt
+from prompt_descent.core.config import ModelSettings, Prompt
+from prompt_descent.core.results import RegistryEntry
 from prompt_descent.errors import UserError
-from prompt_descent.records import RegistryEntry
-from prompt_descent.store import Store
+from prompt_descent.storage.store import Store
 
 DEFAULT_STORE = ".prompt_descent/runs.duckdb"
 EXPORT_FORMATS = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}

@@ -7,7 +7,7 @@ its parent, and ends the whole group when the parent is gone or when it is told 
 stop. Both are in a session of their own, so the Ctrl-C a terminal sends to the
 parent's group does not reach them: the parent decides when they stop.
 
-    python -m prompt_descent.tether PARENT_PID -- COMMAND [ARG ...]
+    python -m prompt_descent.runtime.tether PARENT_PID -- COMMAND [ARG ...]
 """
 
 from __future__ import annotations
@@ -28,7 +28,14 @@ _PR_SET_PDEATHSIG = 1
 
 def spawn(command: list[str], **popen: Any) -> subprocess.Popen:
     """Start `command` tied to this process; `popen` as for subprocess.Popen."""
-    tether = [sys.executable, "-m", "prompt_descent.tether", str(os.getpid()), "--", *command]
+    tether = [
+        sys.executable,
+        "-m",
+        "prompt_descent.runtime.tether",
+        str(os.getpid()),
+        "--",
+        *command,
+    ]
     return subprocess.Popen(tether, start_new_session=True, **popen)
 
 
@@ -82,5 +89,5 @@ def _watch(parent: int, command: list[str]) -> int:
 if __name__ == "__main__":
     parent_pid, separator, *the_command = sys.argv[1:]
     if separator != "--" or not the_command:
-        sys.exit("usage: python -m prompt_descent.tether PARENT_PID -- COMMAND [ARG ...]")
+        sys.exit("usage: python -m prompt_descent.runtime.tether PARENT_PID -- COMMAND [ARG ...]")
     sys.exit(_watch(int(parent_pid), the_command))

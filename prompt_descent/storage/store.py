@@ -28,9 +28,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
 
-from prompt_descent.config import ModelSettings, Prompt
-from prompt_descent.errors import UserError
-from prompt_descent.records import (
+from prompt_descent.core.config import ModelSettings, Prompt
+from prompt_descent.core.results import (
     CallRecord,
     Champion,
     IterationRecord,
@@ -39,9 +38,10 @@ from prompt_descent.records import (
     RunSummary,
     Usage,
 )
+from prompt_descent.errors import UserError
 
 if TYPE_CHECKING:
-    from prompt_descent.qa import ExpandedQA
+    from prompt_descent.features.qa import ExpandedQA
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (

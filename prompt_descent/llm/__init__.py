@@ -1,0 +1,1 @@
+"""The LLM layer: the litellm gateway, structured output, the embedded local model."""

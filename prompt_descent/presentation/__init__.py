@@ -1,0 +1,1 @@
+"""Presentation: terminal views, the HTML report, the score chart."""

@@ -1,0 +1,1 @@
+"""Running: a run's lifecycle, Ctrl-C, child processes, the Prefect API, project defaults."""

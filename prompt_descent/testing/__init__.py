@@ -1,0 +1,1 @@
+"""Scripted fake models for the tests and the demo."""
