@@ -1,0 +1,451 @@
+"""prompt-descent against the real peers on BBH-format tasks, on one local model server.
+
+The peers are the packages themselves, each installed by this script into a venv of its
+own under bench/.venvs (none is a dependency of the project):
+
+- DSPy 3.4.1 GEPA, and MIPROv2 instruction-only and with demonstrations (bench/peer_dspy.py);
+- Ape's TextGradientTrainer from ape-core 0.10.0 / ape-common 0.2.1 (bench/peer_ape.py).
+
+Every method, prompt-descent included (as `openai/...` models with `api_base`), calls
+the same llama-cpp-python OpenAI-compatible servers (bench/peer_server.py): one for the
+task model, one for the optimizer model. Each cell sends its own API key and the servers
+count the requests per key: that count is a method's calls. Every final prompt is then
+scored on the test split by this script, with the project's metric, under a key of its
+own that no method's count includes.
+
+    python bench/peers.py [--data ../shared/data/bbh] [--tasks ...] [--seeds 0 1 2]
+        [--train 24 --val 24 --test 60 --budget 120] [--methods ...] [--table-only]
+
+Each finished cell goes to bench/results/peers.json at once; a rerun skips it, so an
+interrupted run resumes (sizes and budget are kept in the file: other ones need another
+`--results` file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from _common import (
+    RESULTS,
+    ROOT,
+    header,
+    machine,
+    markdown_table,
+    mean,
+    now,
+    save_json,
+    write_section,
+)
+from litellm import completion
+from peer_metric import score as peer_score
+from quality import TASKS
+
+from prompt_descent.core.config import (
+    DatasetSpec,
+    Example,
+    Models,
+    ModelSettings,
+    RunConfig,
+    Splits,
+)
+from prompt_descent.core.datasets import load_examples, split_examples
+from prompt_descent.llm.local import resolve
+from prompt_descent.runtime import tether
+from tasks.metric import BUILT_IN
+
+VENVS = ROOT / "bench" / ".venvs"
+PEER_PACKAGES = {
+    "dspy": ["dspy[optuna]==3.4.1"],
+    "ape": ["ape-core==0.10.0", "ape-common==0.2.1"],  # ape-common caps rich<14: not ours
+}
+SERVER_EXTRAS = VENVS / "server-extras"  # llama-cpp-python's [server] packages, --no-deps
+SERVER_PACKAGES = ["sse-starlette", "starlette-context", "pydantic-settings"]
+SERVERS = {
+    "task": ("qwen2.5-coder-0.5b-instruct", 8101),
+    "optimizer": ("qwen2.5-coder-1.5b-instruct", 8102),
+}
+METHODS = ["baseline", "prompt-descent", "dspy-gepa", "dspy-mipro", "dspy-mipro-demos", "ape"]
+SHORT_ANSWER_TOKENS = 8
+OPTIMIZER_TOKENS = 384
+DEMOS = 4
+KEY_ENV = "PEERS_BENCH_KEY"
+SCORING_KEY = "test-scoring"
+
+
+def url(role: str) -> str:
+    return f"http://127.0.0.1:{SERVERS[role][1]}/v1"
+
+
+def ensure_venv(name: str, packages: list[str]) -> Path:
+    """The venv bench/.venvs/NAME with `packages`, made or brought up to date."""
+    python, marker = VENVS / name / "bin" / "python", VENVS / name / ".installed"
+    wanted = " ".join(packages)
+    if not marker.exists() or marker.read_text() != wanted:
+        if not python.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(VENVS / name)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *packages], check=True)
+        marker.write_text(wanted)
+    return python
+
+
+def ensure_server_extras() -> None:
+    if not (SERVER_EXTRAS / ".installed").exists():
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-deps",
+                "--target",
+                str(SERVER_EXTRAS),
+                *SERVER_PACKAGES,
+            ],
+            check=True,
+        )
+        (SERVER_EXTRAS / ".installed").touch()
+
+
+def start_servers(threads: int) -> list[subprocess.Popen]:
+    ensure_server_extras()
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(SERVER_EXTRAS), str(ROOT)])}
+    servers = []
+    for alias, (model, port) in SERVERS.items():
+        command = [
+            sys.executable,
+            str(ROOT / "bench" / "peer_server.py"),
+            "--model",
+            f"{alias}={resolve(model)}",
+            "--port",
+            str(port),
+            "--threads",
+            str(threads),
+        ]
+        servers.append(tether.spawn(command, env=env))
+    deadline = time.monotonic() + 300
+    for role in SERVERS:
+        while True:
+            try:
+                urllib.request.urlopen(url(role) + "/models", timeout=5).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"the {role} model server did not start") from None
+                time.sleep(1)
+    return servers
+
+
+def served(key: str) -> int:
+    """The chat completions both servers made for `key`."""
+    total = 0
+    for role in SERVERS:
+        counts = json.loads(urllib.request.urlopen(url(role)[:-3] + "/counts").read())
+        total += counts.get(key, 0)
+    return total
+
+
+def endpoint(role: str, max_tokens: int, temperature: float) -> dict:
+    return {
+        "model": f"openai/{role}",
+        "api_base": url(role),
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+    }
+
+
+def bbh_examples(data: Path, task: str) -> Path:
+    """The task's examples without repeated inputs (they could land in two splits), as a
+    JSONL file outside the repository."""
+    rows, seen = [], set()
+    for row in json.loads((data / f"{task}.json").read_text())["examples"]:
+        if row["input"] not in seen:
+            seen.add(row["input"])
+            rows.append({"input": row["input"], "target": row["target"]})
+    path = Path(tempfile.mkdtemp(prefix="pd-peers-")) / f"{task}.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def rows(examples: list[Example]) -> list[dict]:
+    return [{"input": e.inputs["input"], "target": e.target} for e in examples]
+
+
+def run_prompt_descent(task: str, seed: int, data: Path, size: dict, budget: int, key: str) -> dict:
+    from prompt_descent import api
+
+    seed_prompt = TASKS[task]["prompt"]
+    path = Path(tempfile.mkdtemp(prefix="pd-peers-run-"))
+
+    def settings(role: str, max_tokens: int, temperature: float = 0.0) -> ModelSettings:
+        return ModelSettings(
+            model=f"openai/{role}",
+            api_base=url(role),
+            api_key_env=KEY_ENV,
+            max_tokens=max_tokens,
+            temperature=temperature,
+        )
+
+    os.environ[KEY_ENV] = key
+    config = RunConfig(
+        name=f"peers-{task}-{seed}",
+        prompt=seed_prompt,
+        dataset=DatasetSpec(path=str(data)),
+        metric={"name": TASKS[task]["metric"]},
+        models=Models(
+            task=settings("task", SHORT_ANSWER_TOKENS),
+            gradient=settings("optimizer", OPTIMIZER_TOKENS, 0.7),
+            apply=settings("optimizer", OPTIMIZER_TOKENS, 0.7),
+            judge=settings("task", 4),
+        ),
+        # the harness's split of the same file with the same seed: the same train and val;
+        # the test examples come after them and are not loaded into any split
+        splits={"train": size["train"], "val": size["val"], "test": 0},
+        seed=seed,
+        concurrency=1,
+        budget={"max_llm_calls": budget},
+        store=str(path / "runs.duckdb"),
+    )
+    summary = api.optimize(config)
+    best = api.load_prompt(config.registry_name, store=config.store).prompt
+    detail = f"{summary.proposals} proposals, {summary.accepted} accepted"
+    if summary.stop_reason:
+        detail += f"; {summary.stop_reason}"
+    return {"system": best.system, "template": best.template, "demos": [], "detail": detail}
+
+
+def run_peer(method: str, task: str, seed: int, splits, budget: int, key: str) -> dict | None:
+    """The peer's final prompt, or None (its error printed) when it failed: the cell is
+    left unfinished, for a rerun."""
+    venv, script = ("ape", "peer_ape.py") if method == "ape" else ("dspy", "peer_dspy.py")
+    python = ensure_venv(venv, PEER_PACKAGES[venv])
+    seed_prompt = TASKS[task]["prompt"]
+    job = {
+        "method": method.removeprefix("dspy-"),
+        "seed": seed,
+        "metric": TASKS[task]["metric"],
+        "system": seed_prompt.system,
+        "template": seed_prompt.template,
+        "train": rows(splits.train),
+        "val": rows(splits.val),
+        "task": endpoint("task", SHORT_ANSWER_TOKENS, 0.0),
+        "optimizer": endpoint("optimizer", OPTIMIZER_TOKENS, 0.7),
+        "api_key": key,
+        "budget": budget,
+        "demos": DEMOS,
+        "batch_size": 4,
+    }
+    with tempfile.TemporaryDirectory(prefix="pd-peers-job-") as tmp:
+        job_file, result_file = Path(tmp) / "job.json", Path(tmp) / "result.json"
+        job_file.write_text(json.dumps(job))
+        env = os.environ | {"PYTHONPATH": str(ROOT / "bench")}
+        child = subprocess.run(
+            [str(python), str(ROOT / "bench" / script), str(job_file), str(result_file)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if child.returncode != 0:
+            print(child.stderr[-4000:], file=sys.stderr)
+            return None
+        result = json.loads(result_file.read_text())
+    template = result.get("template", seed_prompt.template)
+    if "{input}" not in template:  # Ape may rewrite the user turn without its placeholder
+        template = template.rstrip() + "\n\n{input}"
+    return {
+        "system": result["system"],
+        "template": template,
+        "demos": result.get("demos", []),
+        "detail": "",
+    }
+
+
+def messages(final: dict, example: Example) -> list[dict[str, str]]:
+    """The final prompt as the task model sees it: demonstrations as earlier turns."""
+    turns = [{"role": "system", "content": final["system"]}]
+    for demo in final["demos"]:
+        turns.append({"role": "user", "content": final["template"].format(input=demo["input"])})
+        turns.append({"role": "assistant", "content": demo["output"]})
+    turns.append({"role": "user", "content": final["template"].format(**example.inputs)})
+    return turns
+
+
+def test_accuracy(task: str, final: dict, test: list[Example]) -> float:
+    metric_name = TASKS[task]["metric"]
+    metric = BUILT_IN[metric_name]
+    total = 0.0
+    for example in test:
+        response = completion(
+            model="openai/task",
+            api_base=url("task"),
+            api_key=SCORING_KEY,
+            messages=messages(final, example),
+            max_tokens=SHORT_ANSWER_TOKENS,
+            temperature=0.0,
+        )
+        output = (response.choices[0].message.content or "").strip()
+        value = float(metric(output, example))
+        if value != peer_score(metric_name, output, example.target or ""):
+            raise SystemExit(f"bench/peer_metric.py disagrees with tasks.metric on {output!r}")
+        total += value
+    return total / len(test)
+
+
+def run_all(args: argparse.Namespace, results: dict, result_file: Path) -> None:
+    size, budget = results["size"], results["budget"]
+    servers = start_servers(args.threads)
+    try:
+        for seed in args.seeds:
+            for task in args.tasks:
+                data = bbh_examples(args.data, task)
+                splits = split_examples(
+                    load_examples(DatasetSpec(path=str(data))), Splits(**size), seed
+                )
+                for method in args.methods:
+                    cell = f"{task}|{seed}|{method}"
+                    if cell in results["cells"]:
+                        continue
+                    key = f"{method}|{task}|{seed}|{time.time_ns()}"
+                    started = time.monotonic()
+                    if method == "baseline":
+                        seed_prompt = TASKS[task]["prompt"]
+                        final = {
+                            "system": seed_prompt.system,
+                            "template": seed_prompt.template,
+                            "demos": [],
+                            "detail": "",
+                        }
+                    elif method == "prompt-descent":
+                        final = run_prompt_descent(task, seed, data, size, budget, key)
+                    else:
+                        final = run_peer(method, task, seed, splits, budget, key)
+                        if final is None:
+                            print(f"{cell}: FAILED, not recorded", flush=True)
+                            continue
+                    seconds, calls = time.monotonic() - started, served(key)
+                    accuracy = test_accuracy(task, final, splits.test)
+                    results["cells"][cell] = {
+                        "task": task,
+                        "seed": seed,
+                        "method": method,
+                        "test": accuracy,
+                        "calls": calls,
+                        "seconds": round(seconds, 1),
+                        "prompt": final,
+                        "finished": now(),
+                    }
+                    save_json(result_file, results)
+                    print(
+                        f"{cell}: test {accuracy:.3f}, {calls} calls, {seconds:.0f} s "
+                        f"{final['detail']}",
+                        flush=True,
+                    )
+                    write_table(args, results)
+    finally:
+        for server in servers:
+            tether.stop(server)
+
+
+def spread_of(accuracies: list[float]) -> str:
+    if len(accuracies) > 1:
+        return f"{statistics.mean(accuracies):.1f} ± {statistics.stdev(accuracies):.1f}"
+    return f"{accuracies[0]:.1f} (1 seed)" if accuracies else "-"
+
+
+def write_table(args: argparse.Namespace, results: dict) -> str:
+    cells, size = results["cells"], results["size"]
+    table_rows = []
+    for task in args.tasks:
+        full = [s for s in args.seeds if all(f"{task}|{s}|{m}" in cells for m in args.methods)]
+        baseline = [
+            100 * cells[f"{task}|{s}|baseline"]["test"]
+            for s in full
+            if f"{task}|{s}|baseline" in cells
+        ]
+        for method in args.methods:
+            accs = [100 * cells[f"{task}|{s}|{method}"]["test"] for s in full]
+            calls = [cells[f"{task}|{s}|{method}"]["calls"] for s in full]
+            spread = spread_of(accs)
+            gained = mean(accs) - mean(baseline) if accs and baseline else 0.0
+            per_point = (
+                f"{mean(calls) / gained:.1f}" if gained > 0 and method != "baseline" else "-"
+            )
+            table_rows.append(
+                [task, method, spread, f"{mean(calls):.0f}" if calls else "-", per_point, len(full)]
+            )
+    table = markdown_table(
+        [
+            "task",
+            "method",
+            "test % (mean ± std over seeds)",
+            "calls (mean)",
+            "calls per point gained",
+            "seeds",
+        ],
+        table_rows,
+    )
+    body = (
+        header(
+            "Quality against the real peers, short answers (bench/peers.py)",
+            results["machine"],
+            results["started"],
+        )
+        + f"- models: task `{SERVERS['task'][0]}` (max_tokens {SHORT_ANSWER_TOKENS}), optimizer "
+        f"roles `{SERVERS['optimizer'][0]}` (max_tokens {OPTIMIZER_TOKENS}), one "
+        "llama-cpp-python server each; calls counted at the servers\n"
+        f"- splits train {size['train']} / val {size['val']} / test {size['test']}, the same for "
+        f"every method; budget {results['budget']} optimizer calls; test scoring not counted\n\n"
+        + table
+        + "\n"
+    )
+    write_section("peers", body)
+    print(table)
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "bbh")
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    parser.add_argument("--train", type=int, default=24)
+    parser.add_argument("--val", type=int, default=24)
+    parser.add_argument("--test", type=int, default=60)
+    parser.add_argument("--budget", type=int, default=120)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--results", type=Path, default=RESULTS / "peers.json")
+    parser.add_argument("--table-only", action="store_true")
+    args = parser.parse_args()
+    size = {"train": args.train, "val": args.val, "test": args.test}
+    results = (
+        json.loads(args.results.read_text())
+        if args.results.exists()
+        else {
+            "size": size,
+            "budget": args.budget,
+            "machine": machine(),
+            "started": now(),
+            "cells": {},
+        }
+    )
+    if (results["size"], results["budget"]) != (size, args.budget):
+        raise SystemExit(f"{args.results} holds other sizes or budget; give another --results")
+    if args.table_only:
+        write_table(args, results)
+        return
+    run_all(args, results, args.results)
+
+
+if __name__ == "__main__":
+    main()
