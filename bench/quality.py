@@ -66,6 +66,22 @@ TASKS = {
         ),
         "max_tokens": 4,
     },
+    "boolean_expressions": {
+        "metric": "exact_match",
+        "prompt": Prompt(
+            system="Evaluate the boolean expression. Answer True or False.",
+            template="{input}",
+        ),
+        "max_tokens": 3,
+    },
+    "formal_fallacies": {
+        "metric": "exact_match",
+        "prompt": Prompt(
+            system="Decide whether the argument is deductively valid. Answer valid or invalid.",
+            template="{input}",
+        ),
+        "max_tokens": 3,
+    },
 }
 METHODS = ["baseline", "prompt-descent", "ape-style", "tiny-textgrad"]
 RESULT_FILE = RESULTS / "quality.json"
