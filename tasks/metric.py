@@ -14,7 +14,15 @@ from collections.abc import Callable
 
 from prefect import task
 
-from prompt_descent.core.config import Example, MetricSpec, ModelSettings, Prediction, SplitScore
+from prompt_descent.core import answers
+from prompt_descent.core.config import (
+    AnswerSpec,
+    Example,
+    MetricSpec,
+    ModelSettings,
+    Prediction,
+    SplitScore,
+)
 from prompt_descent.errors import UserError
 from prompt_descent.llm.gateway import active_gateway
 from prompt_descent.llm.structured import extract_json
@@ -22,7 +30,6 @@ from tasks.options import PURE_STEP_OPTIONS
 
 Metric = Callable[[str, Example], float]
 
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
@@ -40,13 +47,8 @@ def contains(output: str, example: Example) -> float:
 
 
 def _last_number(text: str) -> float | None:
-    found = _NUMBER.findall(text)
-    if not found:
-        return None
-    try:
-        return float(found[-1].replace(",", ""))
-    except ValueError:
-        return None
+    number = answers.last_number(text)
+    return None if number is None else float(number)
 
 
 def last_number(output: str, example: Example) -> float:
@@ -109,8 +111,49 @@ BUILT_IN: dict[str, Metric] = {
 }
 
 
+def _answer_reader(spec: AnswerSpec) -> answers.AnswerReader:
+    if spec.take == "last_number":
+        return answers.last_number
+    if spec.take == "last_label":
+        if not any(label.strip() for label in spec.labels):
+            raise UserError(
+                "taking the last label needs the answer space, e.g. labels: [yes, no]",
+                field="metric.answer.labels",
+            )
+        return answers.last_label(spec.labels)
+    if not spec.pattern:
+        raise UserError("taking the answer by regex needs 'pattern'", field="metric.answer.pattern")
+    try:
+        return answers.regex_group(spec.pattern)
+    except re.error as error:
+        raise UserError(f"invalid regex: {error}", field="metric.answer.pattern") from None
+
+
+def _on_answer(metric: Metric, read: answers.AnswerReader) -> Metric:
+    """The metric applied to the answer read from the output (an output with none scores 0)."""
+
+    def score(output: str, example: Example) -> float:
+        answer = read(output)
+        return 0.0 if answer is None else metric(answer, example)
+
+    return score
+
+
 def resolve_metric(spec: MetricSpec) -> Metric | None:
     """The scoring function, or None for llm_judge (scored by the judge model)."""
+    metric = _base_metric(spec)
+    if spec.answer is None:
+        return metric
+    if metric is None:
+        raise UserError(
+            "llm_judge grades the whole output; metric.answer works with a metric that "
+            "compares the answer with a target",
+            field="metric.answer",
+        )
+    return _on_answer(metric, _answer_reader(spec.answer))
+
+
+def _base_metric(spec: MetricSpec) -> Metric | None:
     if spec.name in BUILT_IN:
         return BUILT_IN[spec.name]
     if spec.name == "regex":

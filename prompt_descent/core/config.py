@@ -187,6 +187,33 @@ class Splits(Strict):
 TARGET_METRICS = frozenset({"exact_match", "contains", "last_number", "json_field"})
 
 
+class AnswerSpec(Strict):
+    """Where the answer is in a longer output, for a prompt that has the model reason first.
+
+    The metric then compares only that answer with the target; the whole output, reasoning
+    included, is what the gradient model reads.
+    """
+
+    take: Literal["last_label", "last_number", "regex"] = Field(
+        description="last_label: the label of `labels` written last; last_number: the last "
+        "number; regex: the first group of the last match of `pattern`."
+    )
+    labels: list[str] = Field(
+        default_factory=list, description="For 'last_label': the answer space, e.g. [yes, no]."
+    )
+    pattern: str | None = Field(None, description="For 'regex': e.g. 'Answer: (\\w+)'.")
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels_are_text(cls, value: object) -> object:
+        if isinstance(value, list) and any(isinstance(label, bool) for label in value):
+            raise ValueError(
+                "YAML reads an unquoted yes/no/true/false as a boolean; quote the labels, "
+                'e.g. labels: ["yes", "no"]'
+            )
+        return value
+
+
 class MetricSpec(Strict):
     """A built-in metric by name, or a user function as 'module:function'.
 
@@ -197,6 +224,9 @@ class MetricSpec(Strict):
     pattern: str | None = Field(None, description="For 'regex': the pattern the output must match.")
     field: str | None = Field(None, description="For 'json_field': the JSON key compared.")
     rubric: str | None = Field(None, description="For 'llm_judge': what a good answer is.")
+    answer: AnswerSpec | None = Field(
+        None, description="Take the answer from a longer output before comparing it."
+    )
 
 
 class FeedbackSettings(Strict):
