@@ -17,7 +17,8 @@ from prompt_descent.core.batching import minibatches, planned_steps
 from prompt_descent.core.config import Example, Models, Prompt, RunConfig, SplitScore
 from prompt_descent.core.context import fit_to_context
 from prompt_descent.core.datasets import DataSplits, load_examples, split_examples
-from prompt_descent.core.results import Attempt, RegistryEntry, RunSummary
+from prompt_descent.core.results import Attempt, Champion, RegistryEntry, RunSummary
+from prompt_descent.features.promotion import incomparable, promote_run
 from prompt_descent.llm.gateway import Gateway, check_api_base, check_model
 from prompt_descent.runtime.lifecycle import OpenRun, recorded_run
 from prompt_descent.storage.store import Store, check_writable
@@ -182,6 +183,25 @@ class Trainer:
                 self.run.accepted += 1
                 return
 
+    def known_held_out(self, prompt_id: str) -> float | None:
+        """A prompt's score on the held-out split (test, else val), if the run scored it."""
+        run, on_test = self.run, bool(self.splits.test)
+        known = {
+            run.baseline_prompt: run.baseline_test if on_test else run.baseline_val,
+            self.current.id: run.best_test if on_test else run.best_val,
+        }
+        return known.get(prompt_id)
+
+    async def score_held_out(self, prompt: Prompt) -> float:
+        """A prompt's score on the held-out split, with this run's task model."""
+        known = self.known_held_out(prompt.id)
+        if known is not None:
+            return known
+        split, examples = (
+            ("test", self.splits.test) if self.splits.test else ("val", self.splits.val)
+        )
+        return (await self.evaluate(prompt, split, examples, f"champion {split}")).score
+
     async def train(self) -> None:
         config, splits, run = self.config, self.splits, self.run
         self.current_val = await self.evaluate(self.current, "val", splits.val, "baseline val")
@@ -213,8 +233,9 @@ class Trainer:
 async def optimize_prompt(
     config: RunConfig, run_id: str | None = None, register_best: bool = True
 ) -> RunSummary:
-    """Optimize the config's prompt; the best one becomes the registry champion unless
-    `register_best` is False (reoptimize registers only a challenger that wins).
+    """Optimize the config's prompt and register the best one as a version, the champion
+    as `config.promote` rules; unless `register_best` is False (reoptimize registers only
+    a challenger that wins).
 
     Given the id of an earlier, interrupted run it resumes it: every call that
     attempt completed (in DuckDB or in its journal) is served again, not paid again.
@@ -232,6 +253,8 @@ async def optimize_prompt(
     )
     publisher = RunPublisher(run_id, steps)
     trainer: Trainer | None = None
+    champion: Champion | None = store.champion(config.registry_name) if register_best else None
+    champion_score: float | None = None
 
     async def close(opened: OpenRun) -> None:
         run.status, run.stop_reason = opened.status, opened.stop_reason
@@ -256,18 +279,40 @@ async def optimize_prompt(
                 and not opened.interrupted  # its resume registers the prompt it ends with
                 and run.best_val is not None
             ):
-                run.registered_version = store.register(
-                    RegistryEntry(
-                        name=config.registry_name,
-                        settings=config.models.task,
-                        val_score=run.best_val,
-                        test_score=run.best_test,
-                        champion=True,
-                        run_id=run_id,
-                    ),
-                    trainer.current if trainer is not None else config.prompt,
-                )
+                register(trainer.current if trainer is not None else config.prompt)
             store.finish_run(run_id, run)
+
+    def register(best: Prompt) -> None:
+        """The best prompt as a new version; the champion only as `config.promote` rules."""
+        known = (
+            None
+            if champion is None or trainer is None
+            else trainer.known_held_out(champion.prompt.id)
+        )
+        promotion = promote_run(
+            config.promote,
+            config.registry_name,
+            champion,
+            run,
+            champion_score if champion_score is not None else known,
+            config.promote_margin,
+            incomparable(champion, config) if champion is not None else None,
+        )
+        run.registered_version = store.register(
+            RegistryEntry(
+                name=config.registry_name,
+                settings=config.models.task,
+                val_score=run.best_val,
+                test_score=run.best_test,
+                champion=promotion.promoted,
+                run_id=run_id,
+            ),
+            best,
+        )
+        if promotion.promoted:
+            promotion = promotion.model_copy(update={"promoted_version": run.registered_version})
+        store.record_promotion(promotion)
+        run.champion, run.promotion = promotion.promoted, promotion.reason
 
     async with recorded_run(
         store,
@@ -294,5 +339,11 @@ async def optimize_prompt(
         await publisher.started()
         opened.gateway.remote = open_fan_out(config)
         await trainer.train()
+        if (
+            config.promote == "if_better"
+            and champion is not None
+            and incomparable(champion, config) is None
+        ):
+            champion_score = await trainer.score_held_out(champion.prompt)
     await publisher.finished(run, trainer.current, config.store)
     return run

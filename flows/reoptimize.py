@@ -21,8 +21,9 @@ from flows.optimize import new_run_id, optimize_prompt
 from prompt_descent.core.config import Prompt, RunConfig
 from prompt_descent.core.configfile import load_config
 from prompt_descent.core.datasets import load_examples, split_examples
-from prompt_descent.core.results import Champion, Promotion, RegistryEntry, RunSummary
+from prompt_descent.core.results import Champion, Promotion, RegistryEntry
 from prompt_descent.errors import UserError
+from prompt_descent.features.promotion import decide_promotion
 from prompt_descent.storage.store import Store
 
 
@@ -74,41 +75,6 @@ async def _test_score(config: RunConfig, prompt: Prompt, known: float | None, la
     return scores.score
 
 
-def decide_promotion(
-    name: str,
-    champion: Champion | None,
-    run: RunSummary,
-    champion_score: float,
-    challenger_score: float,
-    margin: float,
-) -> Promotion:
-    """Promote only a different prompt that beats the champion by more than `margin`."""
-    gain = challenger_score - champion_score
-    held_out = f"test {challenger_score:.3f} vs {champion_score:.3f} ({gain:+.3f})"
-    defending = f"champion v{champion.version}" if champion else "the config's prompt"
-    if run.best_prompt == run.baseline_prompt:
-        promoted, reason = False, f"no proposal beat {defending} during optimization; kept"
-    elif gain > margin:
-        promoted, reason = True, f"challenger beats {defending}: {held_out} > margin {margin}"
-    else:
-        promoted = False
-        reason = f"challenger does not beat {defending}: {held_out} is not > margin {margin}; kept"
-    if champion is None and not promoted:
-        reason += "; nothing is registered yet: `prompt-descent optimize CONFIG` registers one"
-    return Promotion(
-        name=name,
-        champion_version=champion.version if champion else None,
-        champion_prompt=run.baseline_prompt,
-        challenger_prompt=run.best_prompt,
-        champion_score=champion_score,
-        challenger_score=challenger_score,
-        margin=margin,
-        promoted=promoted,
-        reason=reason,
-        run_id=run.run_id,
-    )
-
-
 @flow(name="reoptimize", flow_run_name=_run_name)
 async def reoptimize(config_path: str, margin: float = 0.0) -> Promotion:
     """Re-optimize from the registered champion; promote the challenger only if it wins on
@@ -133,6 +99,13 @@ async def reoptimize(config_path: str, margin: float = 0.0) -> Promotion:
     challenger = store.prompt(run.best_prompt) or challenger_config.prompt
     challenger_score = await _test_score(challenger_config, challenger, run.best_test, "challenger")
     promotion = decide_promotion(name, champion, run, champion_score, challenger_score, margin)
+    if champion is None and not promotion.promoted:
+        promotion = promotion.model_copy(
+            update={
+                "reason": f"{promotion.reason}; nothing is registered yet: "
+                "`prompt-descent optimize CONFIG` registers one"
+            }
+        )
     if promotion.promoted:
         version = store.register(
             RegistryEntry(

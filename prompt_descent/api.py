@@ -29,6 +29,7 @@ from prompt_descent.core.config import (
 )
 from prompt_descent.core.results import RunSummary
 from prompt_descent.errors import RunStopped, UserError
+from prompt_descent.features.promotion import PromoteRule
 from prompt_descent.features.qa import ExpandSummary
 from prompt_descent.features.registry import (
     DEFAULT_STORE,
@@ -105,10 +106,16 @@ def _no_running_loop(name: str) -> None:
     )
 
 
-def optimize(config: RunConfig | str | Path, run_id: str | None = None) -> RunSummary:
+def optimize(
+    config: RunConfig | str | Path,
+    run_id: str | None = None,
+    promote: PromoteRule | None = None,
+) -> RunSummary:
     """Run the optimize_prompt flow on a RunConfig or a YAML config file; returns its RunSummary.
 
-    The best prompt is registered under the config's `register_as` (default: its name).
+    The best prompt is registered as a new version under the config's `register_as`
+    (default: its name); it becomes the champion as `promote` (default: the config's
+    `promote`, if_better) rules.
     """
     _no_running_loop("optimize")
     apply_project_defaults()
@@ -116,6 +123,8 @@ def optimize(config: RunConfig | str | Path, run_id: str | None = None) -> RunSu
     from prompt_descent.core.configfile import load_config
 
     run_config = config if isinstance(config, RunConfig) else load_config(config)
+    if promote is not None:
+        run_config = run_config.model_copy(update={"promote": promote})
     prepare_run(run_config)  # input mistakes raise UserError here, before any flow run
     if run_id is not None:
         _check_reuse(run_id, run_config)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -17,6 +18,14 @@ apply_project_defaults()  # before Prefect or litellm is imported
 from prompt_descent.errors import UserError  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
+
+
+class Promote(StrEnum):
+    always = "always"
+    if_better = "if_better"
+    never = "never"
+
+
 # Piped output gets the width of a wide terminal rather than rich's 80 columns.
 console = Console(width=shutil.get_terminal_size((220, 40)).columns)
 
@@ -75,6 +84,10 @@ def _interruptible(work: Callable[[], T]) -> T:
 def optimize(
     config: Annotated[Path, typer.Argument(help="Run config (YAML).")],
     run_id: Annotated[str | None, typer.Option(help="Name the run (default: generated).")] = None,
+    promote: Annotated[
+        Promote | None,
+        typer.Option(help="When the best prompt becomes the champion (default: the config's)."),
+    ] = None,
 ) -> None:
     """Optimize the config's prompt and print baseline vs best."""
     from prompt_descent import api
@@ -82,7 +95,9 @@ def optimize(
     from prompt_descent.presentation.views import summary_table
 
     try:
-        summary = _interruptible(lambda: api.optimize(config, run_id=run_id))
+        summary = _interruptible(
+            lambda: api.optimize(config, run_id=run_id, promote=promote.value if promote else None)
+        )
     except UserError as error:
         _fail(locate_in_config(error, config))
     console.print(summary_table(summary))

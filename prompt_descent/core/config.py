@@ -310,6 +310,14 @@ class RunConfig(Strict):
     )
     store: str = ".prompt_descent/runs.duckdb"
     register_as: str | None = Field(None, description="Registry name; defaults to the run name.")
+    promote: Literal["always", "if_better", "never"] = Field(
+        "if_better",
+        description="When the registered best prompt becomes the champion: if_better = when "
+        "the name has none, or it beats the champion held out with the same task model.",
+    )
+    promote_margin: float = Field(
+        0.0, ge=0, le=1, description="if_better: by more than this, on the held-out split."
+    )
     source: Path | None = Field(None, exclude=True, description="The YAML file it came from.")
 
     @model_validator(mode="before")

@@ -145,6 +145,8 @@ class RunSummary(Record):
     usage: Usage = Usage()
     seconds: float = 0.0
     registered_version: int | None = None
+    champion: bool = False  # whether the registered version became the champion
+    promotion: str | None = None  # why it did or did not
 
 
 class RegistryEntry(Record):

@@ -36,7 +36,10 @@ def summary_table(run: RunSummary) -> Table:
     if run.stop_reason:
         table.add_row("stopped because", "", run.stop_reason)
     if run.registered_version is not None:
-        table.add_row("registered", "", f"{run.name} v{run.registered_version}")
+        role = "champion" if run.champion else "not champion"
+        table.add_row("registered", "", f"{run.name} v{run.registered_version} ({role})")
+        if run.promotion:
+            table.add_row("because", "", run.promotion)
     return table
 
 
