@@ -20,7 +20,6 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
-import asyncio
 import json
 import platform
 import subprocess
@@ -28,10 +27,12 @@ import sys
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import litellm
 
+from prompt_descent.core.concurrency import fan_out
 from prompt_descent.core.config import Example, ModelSettings, Prompt
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,19 +108,12 @@ class Caller:
         json_mode: bool = False,
     ) -> list[str]:
         """All conversations, at most `concurrency` in flight, replies in input order."""
-        limit = asyncio.Semaphore(concurrency)
         self.fanouts.append((len(conversations), concurrency))
-
-        async def one(messages: list[dict[str, str]]) -> str:
-            async with limit:
-                return await self._ask(role, settings, messages, json_mode)
-
-        try:
-            async with asyncio.TaskGroup() as group:
-                running = [group.create_task(one(m)) for m in conversations]
-        except* OutOfBudget as spent:
-            raise spent.exceptions[0] from None
-        return [r.result() for r in running]
+        return await fan_out(
+            [partial(self._ask, role, settings, m, json_mode) for m in conversations],
+            concurrency,
+            stops=(OutOfBudget,),
+        )
 
 
 async def score(
@@ -210,9 +204,9 @@ def header(title: str, machine_line: str, started: str, commands: str | None = N
 def save_json(path: Path, data: object) -> None:
     """Write a results file whole or not at all (a run interrupted mid-write keeps the old one)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".tmp")
-    partial.write_text(json.dumps(data, indent=1))
-    partial.replace(path)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
 
 
 def write_section(name: str, body: str) -> None:

@@ -33,7 +33,8 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-from prompt_descent.llm import local
+from prompt_descent.llm.local import llamacpp, provider
+from prompt_descent.llm.local.weights import describe_models
 
 INSTRUCTIONS = """\
 You check reading-comprehension data. You are given a short text and a question.
@@ -94,13 +95,13 @@ def chat(model: str, messages: list[dict[str, str]], **params: object) -> litell
 
 def measure_prompt_and_generation(model: str) -> tuple[float, float]:
     """Tokens/s of prompt evaluation and of generation, from llama.cpp's counters."""
-    before = local.eval_stats(model)
+    before = llamacpp.eval_stats(model)
     for i in range(2):  # a distinct first line each time, so no prefix is reused
         chat(model, [{"role": "user", "content": f"Run {i}.\n{INSTRUCTIONS}"}], max_tokens=1)
     for topic in ("rivers", "mountains"):
         prompt = f"Write two paragraphs about {topic}."
         chat(model, [{"role": "user", "content": prompt}], max_tokens=64)
-    after = local.eval_stats(model)
+    after = llamacpp.eval_stats(model)
     prompt_tps = (after.prompt_tokens - before.prompt_tokens) / max(
         after.prompt_seconds - before.prompt_seconds, 1e-9
     )
@@ -126,7 +127,7 @@ def classify_messages(text: str, question: str, shared_prefix: bool) -> list[dic
 
 def measure_classification(model: str, shared_prefix: bool) -> tuple[float, float, float, int]:
     """(calls/min, prompt tokens evaluated per call, prompt tokens per call, correct)."""
-    before = local.eval_stats(model)
+    before = llamacpp.eval_stats(model)
     billed, correct = [], 0
     start = time.perf_counter()
     for text, question, gold in CASES:
@@ -135,7 +136,7 @@ def measure_classification(model: str, shared_prefix: bool) -> tuple[float, floa
         answer = (response.choices[0].message.content or "").strip().lower()
         correct += answer.startswith("yes" if gold else "no")
     elapsed = time.perf_counter() - start
-    evaluated = local.eval_stats(model).prompt_tokens - before.prompt_tokens
+    evaluated = llamacpp.eval_stats(model).prompt_tokens - before.prompt_tokens
     n = len(CASES)
     return 60 * n / elapsed, evaluated / n, statistics.mean(billed), correct
 
@@ -174,17 +175,17 @@ def measure_json(model: str) -> tuple[int, str]:
 
 def bench_model(model: str, weights: str) -> Result:
     start = time.perf_counter()
-    local.eval_stats(model)  # joins/verifies the weights and loads the model
+    llamacpp.eval_stats(model)  # joins/verifies the weights and loads the model
     load_s = time.perf_counter() - start
     chat(model, [{"role": "user", "content": "Hello."}], max_tokens=4)  # warm-up
     prompt_tps, gen_tps = measure_prompt_and_generation(model)
     cold_cpm, cold_eval, prompt_tokens, _ = measure_classification(model, shared_prefix=False)
     warm_cpm, warm_eval, _, correct = measure_classification(model, shared_prefix=True)
     json_ok, sample = measure_json(model)
-    local.close_all()
+    llamacpp.close_all()
     return Result(
         model=model,
-        threads=local.n_threads(),
+        threads=llamacpp.n_threads(),
         weights=weights,
         load_s=load_s,
         prompt_tps=prompt_tps,
@@ -227,7 +228,7 @@ def markdown(results: list[Result], machine_line: str, started: str) -> str:
     first: dict[str, Result] = {}
     for r in results:
         first.setdefault(r.model, r)
-    machine_line += f"; llama-cpp-python {_llama_version()}, n_ctx {local.n_ctx()}"
+    machine_line += f"; llama-cpp-python {_llama_version()}, n_ctx {llamacpp.n_ctx()}"
     lines = [
         header("Local models: speed (bench/local_speed.py)", machine_line, started).rstrip("\n"),
         f"- classification call: ~{results[0].prompt_tokens:.0f} prompt tokens, max_tokens 8, "
@@ -267,12 +268,12 @@ def main() -> None:
     )
     parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     args = parser.parse_args()
-    local.register()
-    models = args.models or [m.name for m in local.describe_models() if m.installed]
+    provider.register()
+    models = args.models or [m.name for m in describe_models() if m.installed]
     console = Console(width=200)
     started, machine_line = now(), machine()  # before our own load counts in the load average
     results = []
-    for threads in args.threads or [local.n_threads()]:
+    for threads in args.threads or [llamacpp.n_threads()]:
         os.environ["PROMPT_DESCENT_N_THREADS"] = str(threads)  # read when a model loads
         for model in models:
             name = model if model.startswith("local/") else f"local/{model}"

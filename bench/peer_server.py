@@ -9,7 +9,7 @@ of the bench (the server's own count, not the methods').
 
 Runs in the project's venv with llama-cpp-python's server extras on PYTHONPATH
 (bench/peers.py installs them beside, not into, the venv). The weights load with the
-buffer types `prompt_descent.llm.local` chooses for this CPU (plain buffers on AMX).
+buffer types `prompt_descent.llm.local.llamacpp` chooses for this CPU (plain buffers on AMX).
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from fastapi import Request
 from llama_cpp.server.app import create_app
 from llama_cpp.server.settings import ModelSettings, ServerSettings
 
-from prompt_descent.llm.local import _buffer_types_as_configured
+from prompt_descent.llm.local.llamacpp import buffer_types_as_configured
 
 
 def counting_app(alias: str, path: str, n_ctx: int, threads: int):
     served: Counter[str] = Counter()
-    with _buffer_types_as_configured():  # the model loads inside create_app
+    with buffer_types_as_configured():  # the model loads inside create_app
         app = create_app(
             server_settings=ServerSettings(),
             model_settings=[

@@ -58,7 +58,7 @@ from prompt_descent.core.config import (
     Splits,
 )
 from prompt_descent.core.datasets import load_examples, split_examples
-from prompt_descent.llm.local import resolve
+from prompt_descent.llm.local.weights import resolve
 from prompt_descent.runtime import tether
 from tasks.metric import BUILT_IN
 

@@ -349,9 +349,9 @@ def main() -> None:
         try:
             asyncio.run(run_all(args.seeds))
         finally:
-            from prompt_descent.llm import local
+            from prompt_descent.llm.local import llamacpp
 
-            local.close_all()
+            llamacpp.close_all()
     print(write_table(load_results(), args.seeds))
 
 

@@ -27,6 +27,7 @@ from prompt_descent.features.qa import (
     output_format,
     questions_to_reword,
     registered_prompt,
+    save_expanded_qa,
     text_source,
     write_output,
 )
@@ -102,7 +103,7 @@ async def expand_qa(
         )
         the_store.save_step(run_id, prompts=[reword.prompt], calls=gateway.drain())
         rows = expand(pairs, reworded)
-        the_store.save_expanded_qa(run_id, rows)
+        save_expanded_qa(the_store, run_id, rows)
         if output is not None:
             write_output(run_id, rows, output)
     summary = _summary(opened, len(examples), rows, output, started)

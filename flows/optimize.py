@@ -17,11 +17,13 @@ from prompt_descent.core.batching import minibatches, planned_steps
 from prompt_descent.core.config import Example, Models, Prompt, RunConfig, SplitScore
 from prompt_descent.core.context import fit_to_context
 from prompt_descent.core.datasets import DataSplits, load_examples, split_examples
-from prompt_descent.core.results import Attempt, Champion, RegistryEntry, RunSummary
-from prompt_descent.features.promotion import incomparable, promote_run
+from prompt_descent.core.results import Attempt, RegisteredPrompt, RunSummary
+from prompt_descent.features.promotion import incomparable, promote_run, record_promotion
+from prompt_descent.features.registry import current_champion, register_prompt, registered_by
 from prompt_descent.llm.gateway import Gateway, check_api_base, check_model
 from prompt_descent.runtime.lifecycle import OpenRun, recorded_run
-from prompt_descent.storage.store import Store, check_writable
+from prompt_descent.storage.database import check_writable
+from prompt_descent.storage.store import Store
 from prompt_descent.storage.writer import RunWriter
 from tasks.apply import apply
 from tasks.decide import decide
@@ -253,7 +255,9 @@ async def optimize_prompt(
     )
     publisher = RunPublisher(run_id, steps)
     trainer: Trainer | None = None
-    champion: Champion | None = store.champion(config.registry_name) if register_best else None
+    champion: RegisteredPrompt | None = (
+        current_champion(config.registry_name, store) if register_best else None
+    )
     champion_score: float | None = None
 
     async def close(opened: OpenRun) -> None:
@@ -271,7 +275,7 @@ async def optimize_prompt(
             if opened.journal is not None:
                 opened.journal.unlink(missing_ok=True)
             run.usage, run.seconds = store.run_usage(run_id), time.monotonic() - started
-            run.registered_version = store.registered_version(run_id)
+            run.registered_version = registered_by(run_id, config.registry_name, store)
             if (
                 register_best
                 and run.registered_version is None
@@ -298,20 +302,19 @@ async def optimize_prompt(
             config.promote_margin,
             incomparable(champion, config) if champion is not None else None,
         )
-        run.registered_version = store.register(
-            RegistryEntry(
-                name=config.registry_name,
-                settings=config.models.task,
-                val_score=run.best_val,
-                test_score=run.best_test,
-                champion=promotion.promoted,
-                run_id=run_id,
-            ),
+        run.registered_version = register_prompt(
+            config.registry_name,
             best,
-        )
+            config.models.task,
+            store,
+            val_score=run.best_val,
+            test_score=run.best_test,
+            champion=promotion.promoted,
+            run_id=run_id,
+        ).version
         if promotion.promoted:
             promotion = promotion.model_copy(update={"promoted_version": run.registered_version})
-        store.record_promotion(promotion)
+        record_promotion(promotion, store)
         run.champion, run.promotion = promotion.promoted, promotion.reason
 
     async with recorded_run(

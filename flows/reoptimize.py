@@ -21,9 +21,10 @@ from flows.optimize import new_run_id, optimize_prompt
 from prompt_descent.core.config import Prompt, RunConfig
 from prompt_descent.core.configfile import load_config
 from prompt_descent.core.datasets import load_examples, split_examples
-from prompt_descent.core.results import Champion, Promotion, RegistryEntry
+from prompt_descent.core.results import Promotion, RegisteredPrompt
 from prompt_descent.errors import UserError
-from prompt_descent.features.promotion import decide_promotion
+from prompt_descent.features.promotion import decide_promotion, record_promotion
+from prompt_descent.features.registry import current_champion, register_prompt
 from prompt_descent.storage.store import Store
 
 
@@ -35,7 +36,7 @@ def _run_name() -> str:
     return f"reoptimize {Path(flow_run.parameters['config_path']).stem}"
 
 
-def _challenger_config(config: RunConfig, champion: Champion | None) -> RunConfig:
+def _challenger_config(config: RunConfig, champion: RegisteredPrompt | None) -> RunConfig:
     """The config with the champion's prompt as the starting point."""
     if config.splits.test == 0:
         raise UserError(
@@ -83,7 +84,7 @@ async def reoptimize(config_path: str, margin: float = 0.0) -> Promotion:
     config = load_config(config_path)
     store = Store(config.store)
     name = config.registry_name
-    champion = store.champion(name)
+    champion = current_champion(name, store)
     logger.info(
         "champion of %s: %s",
         name,
@@ -107,19 +108,18 @@ async def reoptimize(config_path: str, margin: float = 0.0) -> Promotion:
             }
         )
     if promotion.promoted:
-        version = store.register(
-            RegistryEntry(
-                name=name,
-                settings=config.models.task,
-                val_score=run.best_val,
-                test_score=challenger_score,
-                champion=True,
-                run_id=run.run_id,
-            ),
+        version = register_prompt(
+            name,
             challenger,
-        )
+            config.models.task,
+            store,
+            val_score=run.best_val,
+            test_score=challenger_score,
+            champion=True,
+            run_id=run.run_id,
+        ).version
         promotion = promotion.model_copy(update={"promoted_version": version})
-    store.record_promotion(promotion)
+    record_promotion(promotion, store)
     logger.info(
         "%s: %s (%s)",
         name,

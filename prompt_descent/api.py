@@ -214,7 +214,7 @@ def evaluate(
     from flows.evaluate import evaluate_prompt, prepare_evaluation
     from flows.optimize import new_run_id
     from prompt_descent.core.datasets import load_examples
-    from prompt_descent.storage.store import check_writable
+    from prompt_descent.storage.database import check_writable
 
     the_prompt = prompt if isinstance(prompt, Prompt) else _prompt(prompt, template)
     spec = (

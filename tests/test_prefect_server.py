@@ -47,8 +47,9 @@ from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, tempor
 
 from flows.optimize import optimize_prompt
 from prompt_descent.core.config import Prompt, RunConfig
-from prompt_descent.core.results import RegistryEntry, RunSummary
+from prompt_descent.core.results import RunSummary
 from prompt_descent.errors import ModelError
+from prompt_descent.features.registry import register_prompt
 from prompt_descent.llm.gateway import register_provider
 from prompt_descent.runtime import tether
 from prompt_descent.storage.store import Store
@@ -421,17 +422,7 @@ def test_nightly_deployment_runs_twice_at_once_and_records_its_decisions(
     config_path = tmp_path / "nightly.yaml"
     config_path.write_text(json.dumps(config))  # JSON is YAML
     store = Store(config["store"])
-    store.register(
-        RegistryEntry(
-            name="contains-answer",
-            settings=RunConfig(**config).models.task,
-            val_score=None,
-            test_score=None,
-            champion=True,
-            run_id=None,
-        ),
-        VAGUE,
-    )
+    register_prompt("contains-answer", VAGUE, RunConfig(**config).models.task, store)
 
     # each call takes 0.2 s, so both runs read the champion before either can promote
     env = server.env(PROMPT_DESCENT_FAKE_SCRIPT=DEMO_SCRIPT, PROMPT_DESCENT_FAKE_LATENCY="0.2")

@@ -11,7 +11,8 @@ import pytest
 from prompt_descent.core.config import ModelSettings, Prediction, Prompt, SplitScore
 from prompt_descent.core.results import CallRecord
 from prompt_descent.llm.gateway import Gateway, call_key
-from prompt_descent.storage.store import StepRows, Store
+from prompt_descent.storage.runs import StepRows
+from prompt_descent.storage.store import Store
 from prompt_descent.storage.writer import RunWriter
 
 PROMPT = Prompt(system="Answer.", template="{input}")

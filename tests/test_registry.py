@@ -18,7 +18,6 @@ from typer.testing import CliRunner
 
 from prompt_descent.cli import app
 from prompt_descent.core.config import ModelSettings, Prompt
-from prompt_descent.core.results import RegistryEntry
 from prompt_descent.errors import UserError
 from prompt_descent.features.registry import (
     export_prompt,
@@ -49,17 +48,16 @@ def store(tmp_path: Path) -> str:
 
 def register(store: str, name: str, prompt: Prompt, champion: bool = True, **settings: Any) -> int:
     """An entry as optimize_prompt writes it at the end of a run."""
-    return Store(store).register(
-        RegistryEntry(
-            name=name,
-            settings=SETTINGS.model_copy(update=settings),
-            val_score=0.75,
-            test_score=0.5,
-            champion=champion,
-            run_id=f"run-{name}",
-        ),
+    return register_prompt(
+        name,
         prompt,
-    )
+        SETTINGS.model_copy(update=settings),
+        store,
+        val_score=0.75,
+        test_score=0.5,
+        champion=champion,
+        run_id=f"run-{name}",
+    ).version
 
 
 @pytest.fixture

@@ -18,7 +18,8 @@ from flows.deployed import optimize_from_config
 from flows.reoptimize import reoptimize
 from prompt_descent.cli import app
 from prompt_descent.core.config import Prompt, RunConfig
-from prompt_descent.core.results import Promotion, RegistryEntry
+from prompt_descent.core.results import Promotion
+from prompt_descent.features.registry import current_champion, register_prompt
 from prompt_descent.presentation.report import RunHistory, svg_data_uri, write_report
 from prompt_descent.storage.store import Store
 from prompt_descent.testing.demo import STRICT, YES_NO, demo_script
@@ -60,17 +61,7 @@ def write_config(tmp_path: Path, **overrides: Any) -> Path:
 
 def register(store: Store, config_path: Path, prompt: Prompt) -> int:
     config = RunConfig(**json.loads(config_path.read_text()))
-    return store.register(
-        RegistryEntry(
-            name="contains-answer",
-            settings=config.models.task,
-            val_score=None,
-            test_score=None,
-            champion=True,
-            run_id=None,
-        ),
-        prompt,
-    )
+    return register_prompt("contains-answer", prompt, config.models.task, store).version
 
 
 def champions(store: Store) -> list[dict[str, Any]]:
@@ -90,7 +81,7 @@ def test_challenger_that_wins_by_the_margin_is_promoted(tmp_path: Path, demo: An
     assert promotion.reason.startswith("challenger beats champion v1: test ")
     (row,) = store.query("SELECT * FROM promotions")
     assert Promotion(**{k: v for k, v in row.items() if k != "created_at"}) == promotion
-    new = store.champion("contains-answer")
+    new = current_champion("contains-answer", store)
     assert new is not None and new.version == 2 and new.prompt.id == promotion.challenger_prompt
     assert YES_NO in new.prompt.system and new.test_score == promotion.challenger_score
     # the optimizer run itself registered nothing: only the promotion did

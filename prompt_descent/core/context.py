@@ -8,7 +8,7 @@ import litellm
 
 from prompt_descent.core.config import Example, ModelSettings, Prompt
 from prompt_descent.errors import UserError
-from prompt_descent.llm import local
+from prompt_descent.llm.local import PROVIDER, llamacpp
 
 logger = logging.getLogger(__name__)
 MAX_CUTS = 8
@@ -16,8 +16,8 @@ MAX_CUTS = 8
 
 def context_window(model: str) -> int | None:
     """Input tokens the model accepts, or None where litellm does not know it."""
-    if model.startswith(f"{local.PROVIDER}/"):
-        return local.n_ctx()
+    if model.startswith(f"{PROVIDER}/"):
+        return llamacpp.n_ctx()
     try:
         return litellm.get_model_info(model).get("max_input_tokens")
     except Exception:  # unknown to litellm's model map: no limit we can check

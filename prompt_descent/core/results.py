@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -149,25 +150,20 @@ class RunSummary(Record):
     promotion: str | None = None  # why it did or did not
 
 
-class RegistryEntry(Record):
-    name: str
-    settings: ModelSettings
-    val_score: float | None
-    test_score: float | None
-    champion: bool
-    run_id: str | None
+class RegisteredPrompt(BaseModel):
+    """One registry version: the prompt, and the model and sampling settings to run it with."""
 
-
-class Champion(Record):
-    """The registered prompt a name currently serves."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
     version: int
     prompt: Prompt
     settings: ModelSettings
-    val_score: float | None
-    test_score: float | None
-    run_id: str | None
+    val_score: float | None = None
+    test_score: float | None = None
+    champion: bool = False
+    run_id: str | None = None
+    created_at: datetime | None = None
 
 
 class Promotion(Record):

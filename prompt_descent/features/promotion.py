@@ -11,14 +11,15 @@ from __future__ import annotations
 from typing import Literal
 
 from prompt_descent.core.config import RunConfig
-from prompt_descent.core.results import Champion, Promotion, RunSummary
+from prompt_descent.core.results import Promotion, RegisteredPrompt, RunSummary
+from prompt_descent.storage.store import Store
 
 PromoteRule = Literal["always", "if_better", "never"]
 
 
 def decide_promotion(
     name: str,
-    champion: Champion | None,
+    champion: RegisteredPrompt | None,
     run: RunSummary,
     champion_score: float,
     challenger_score: float,
@@ -42,7 +43,7 @@ def decide_promotion(
     )
 
 
-def incomparable(champion: Champion, config: RunConfig) -> str | None:
+def incomparable(champion: RegisteredPrompt, config: RunConfig) -> str | None:
     """Why the champion cannot be scored against this run's prompts, or None if it can."""
     task_model = config.models.task.model
     if champion.settings.model != task_model:
@@ -60,7 +61,7 @@ def incomparable(champion: Champion, config: RunConfig) -> str | None:
 def promote_run(
     rule: PromoteRule,
     name: str,
-    champion: Champion | None,
+    champion: RegisteredPrompt | None,
     run: RunSummary,
     champion_score: float | None,
     margin: float,
@@ -99,7 +100,7 @@ def promote_run(
 
 def _promotion(
     name: str,
-    champion: Champion | None,
+    champion: RegisteredPrompt | None,
     run: RunSummary,
     champion_score: float | None,
     challenger_score: float | None,
@@ -119,3 +120,8 @@ def _promotion(
         reason=reason,
         run_id=run.run_id,
     )
+
+
+def record_promotion(promotion: Promotion, store: Store) -> None:
+    """Keep the decision, promoted or not, as a row of the store's `promotions` table."""
+    store.record_promotion(promotion)

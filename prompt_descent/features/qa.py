@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Annotated
 
+import duckdb
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from prompt_descent.core.config import DatasetSpec
@@ -88,6 +89,37 @@ class ExpandSummary(Record):
     output: str | None = None
     usage: Usage = Usage()
     seconds: float = 0.0
+
+
+EXPANDED_QA_TABLE = """
+CREATE TABLE IF NOT EXISTS expanded_qa (
+    run_id VARCHAR NOT NULL,
+    text_id VARCHAR NOT NULL,
+    pair_index INTEGER NOT NULL,
+    questions VARCHAR[] NOT NULL,
+    answer VARCHAR,
+    error VARCHAR,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    PRIMARY KEY (run_id, text_id, pair_index)
+);
+"""
+
+
+def save_expanded_qa(store: Store, run_id: str, rows: list[ExpandedQA]) -> None:
+    """The pipeline's rows, failed ones with their error, into its own table."""
+    if not rows:
+        return
+
+    def write(con: duckdb.DuckDBPyConnection) -> None:
+        con.execute(EXPANDED_QA_TABLE)
+        con.executemany(
+            """INSERT OR REPLACE INTO expanded_qa
+               (run_id, text_id, pair_index, questions, answer, error)
+               VALUES (?, ?, ?, ?, ?, ?)""",
+            [[run_id, r.text_id, r.pair_index, r.questions, r.answer, r.error] for r in rows],
+        )
+
+    store.transaction(write)
 
 
 _QUERY = re.compile(r"^\s*(select|with|from|values|table|pivot|unpivot)\b", re.IGNORECASE)

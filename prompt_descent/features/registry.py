@@ -1,15 +1,15 @@
 """The prompt registry: optimized prompts by name and version, with the model settings
 they were optimized for, ready to be put to work.
 
-Every optimize run registers its best prompt as a new version of its name and makes it
-the champion. `load_prompt(name)` returns the champion (else the latest version);
-`export_prompt` / `import_prompt` move an entry between projects as JSON or YAML.
+Every optimize run registers its best prompt as a new version of its name, and makes it
+the champion as its `promote` rule says (features/promotion.py). A name serves its
+champion, else its latest version (`load_prompt`); `export_prompt` / `import_prompt` move
+a version between projects as JSON or YAML.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,36 +17,19 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from prompt_descent.core.config import ModelSettings, Prompt
-from prompt_descent.core.results import RegistryEntry
+from prompt_descent.core.results import RegisteredPrompt
 from prompt_descent.errors import UserError
+from prompt_descent.storage.registry import REGISTERED_SETTINGS
 from prompt_descent.storage.store import Store
 
 DEFAULT_STORE = ".prompt_descent/runs.duckdb"
 EXPORT_FORMATS = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
-# The settings the registry keeps (credentials and endpoints stay with the user's config).
-REGISTERED_SETTINGS = ("model", "temperature", "top_p", "frequency_penalty", "max_tokens")
 REGISTER_HINT = (
     "register one with `prompt-descent optimize CONFIG` (register_as: NAME) "
     "or `prompt-descent prompt-import FILE NAME`"
 )
 
 StoreLike = str | Path | Store
-
-
-class RegisteredPrompt(BaseModel):
-    """One registry entry: the prompt, and the model and sampling settings to run it with."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str
-    version: int
-    prompt: Prompt
-    settings: ModelSettings
-    val_score: float | None = None
-    test_score: float | None = None
-    champion: bool = False
-    run_id: str | None = None
-    created_at: datetime | None = None
 
 
 class ExportedPrompt(BaseModel):
@@ -74,46 +57,50 @@ def _path(store: StoreLike) -> Path:
     return store.path if isinstance(store, Store) else Path(store)
 
 
-def _entry(row: dict[str, Any]) -> RegisteredPrompt:
-    return RegisteredPrompt(
-        name=row["name"],
-        version=row["version"],
-        prompt=Prompt(system=row["system"], template=row["template"]),
-        settings=ModelSettings(**{key: row[key] for key in REGISTERED_SETTINGS}),
-        val_score=row["val_score"],
-        test_score=row["test_score"],
-        champion=row["champion"],
-        run_id=row["run_id"],
-        created_at=row["created_at"],
-    )
-
-
 def list_prompts(
     store: StoreLike = DEFAULT_STORE, name: str | None = None
 ) -> list[RegisteredPrompt]:
     """Every registered version (of `name`, if given), by name then version."""
     if not _exists(store):
         return []
-    return [_entry(row) for row in open_store(store, create=False).registry_rows(name)]
+    return open_store(store, create=False).versions(name)
 
 
 def load_prompt(
     name: str, version: int | None = None, store: StoreLike = DEFAULT_STORE
 ) -> RegisteredPrompt:
-    """The champion of `name` (else its latest version), or the given version."""
+    """The given version of `name`, or the one it serves: see `served`."""
     versions = list_prompts(store, name)
     if not versions:
         known = sorted({entry.name for entry in list_prompts(store)})
         listed = f"known: {', '.join(known)}" if known else "the registry is empty"
         raise UserError(f"no prompt named '{name}' in {_path(store)} ({listed}); {REGISTER_HINT}")
     if version is None:
-        champions = [entry for entry in versions if entry.champion]
-        return champions[-1] if champions else versions[-1]
+        return served(versions)
     for entry in versions:
         if entry.version == version:
             return entry
     known_versions = ", ".join(str(entry.version) for entry in versions)
     raise UserError(f"prompt '{name}' has no version {version}; known versions: {known_versions}")
+
+
+def served(versions: list[RegisteredPrompt]) -> RegisteredPrompt:
+    """The version a name serves: its champion (the newest, should there be two), else
+    its latest version (one registered with promote: never, before any champion)."""
+    champions = [entry for entry in versions if entry.champion]
+    return (champions or versions)[-1]
+
+
+def current_champion(name: str, store: StoreLike = DEFAULT_STORE) -> RegisteredPrompt | None:
+    """The newest version of `name` that was promoted, or None."""
+    champions = [entry for entry in list_prompts(store, name) if entry.champion]
+    return champions[-1] if champions else None
+
+
+def registered_by(run_id: str, name: str, store: StoreLike = DEFAULT_STORE) -> int | None:
+    """The version of `name` that run `run_id` registered, if it did."""
+    versions = [entry.version for entry in list_prompts(store, name) if entry.run_id == run_id]
+    return versions[-1] if versions else None
 
 
 def register_prompt(
@@ -131,16 +118,14 @@ def register_prompt(
     if not name.strip():
         raise UserError("a registry name cannot be empty")
     the_store = open_store(store)
-    version = the_store.register(
-        RegistryEntry(
-            name=name,
-            settings=settings,
-            val_score=val_score,
-            test_score=test_score,
-            champion=champion,
-            run_id=run_id,
-        ),
+    version = the_store.add_version(
+        name,
         prompt,
+        settings,
+        val_score=val_score,
+        test_score=test_score,
+        champion=champion,
+        run_id=run_id,
     )
     return load_prompt(name, version, the_store)
 

@@ -14,12 +14,12 @@ import uuid
 from functools import partial
 from pathlib import Path
 
+from prompt_descent.core.concurrency import fan_out
 from prompt_descent.core.config import DatasetSpec, Example
 from prompt_descent.core.datasets import load_examples
 from prompt_descent.core.results import Record
 from prompt_descent.errors import RunStopped, UserError
 from prompt_descent.features.registry import RegisteredPrompt
-from prompt_descent.llm.structured import fan_out
 from prompt_descent.runtime.lifecycle import OpenRun, recorded_run
 from prompt_descent.storage.store import Store
 

@@ -20,7 +20,6 @@ import os
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-import asyncio
 import hashlib
 import json
 import re
@@ -28,6 +27,8 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
+from functools import partial
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -43,18 +44,20 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from prompt_descent.core.concurrency import fan_out
 from prompt_descent.core.config import Budget, ModelSettings, RetrySettings
 from prompt_descent.core.results import CallRecord, Usage
-from prompt_descent.errors import BudgetExhausted, ModelError, RunStopped, TooManyFailures
-from prompt_descent.llm import local
+from prompt_descent.errors import BudgetExhausted, ModelError, TooManyFailures
+from prompt_descent.llm.local import PROVIDER as LOCAL_PROVIDER
+from prompt_descent.llm.local import provider as local_provider
+from prompt_descent.llm.local import weights as local_weights
 from prompt_descent.runtime import interrupt
-from prompt_descent.testing import fake
 
 litellm.telemetry = False
 litellm.suppress_debug_info = True
 JSON_MODE = {"type": "json_object"}
 
-local.register()
+local_provider.register()
 
 
 class EmptyCompletion(Exception):
@@ -94,9 +97,9 @@ def check_model(settings: ModelSettings, field: str | None = None) -> None:
     `field` is where the model was given (e.g. 'models.task.model'); the error names it.
     """
     provider = settings.model.split("/", 1)[0]
-    if provider == local.PROVIDER:
+    if provider == LOCAL_PROVIDER:
         try:
-            local.resolve(settings.model)
+            local_weights.resolve(settings.model)
         except ModelError as error:
             if error.file is not None or error.field is not None or field is None:
                 raise
@@ -418,19 +421,13 @@ class Gateway:
         json_mode: bool,
         response_format: dict[str, Any] | None,
     ) -> list[CallRecord]:
-        limit = asyncio.Semaphore(concurrency)
-
-        async def one(messages: list[dict[str, str]]) -> CallRecord:
-            async with limit:
-                return await self.complete(role, settings, messages, json_mode, response_format)
-
-        try:
-            async with asyncio.TaskGroup() as group:
-                running = [group.create_task(one(m)) for m in conversations]
-        except* (RunStopped, ModelError) as failures:
-            # the first stop reason is the one to report; the sibling calls were cancelled
-            raise failures.exceptions[0] from None
-        return [call.result() for call in running]
+        return await fan_out(
+            [
+                partial(self.complete, role, settings, m, json_mode, response_format)
+                for m in conversations
+            ],
+            concurrency,
+        )
 
     async def _complete_remotely(
         self,
@@ -499,5 +496,13 @@ def active_gateway() -> Gateway:
     return _active.get() or _unbound
 
 
-# PROMPT_DESCENT_FAKE_SCRIPT=module:function: scripted `fake/...` models in every process.
-fake.serve_script_from_env(register_provider)
+def _register_plugin_providers() -> None:
+    """Each installed `prompt_descent.providers` entry point is called with
+    `register_provider`, in every process that imports the gateway: the flow runs a
+    Prefect worker starts in their own processes too. The scripted `fake/...` models of
+    the tests and the demo come this way (pyproject.toml)."""
+    for plugin in entry_points(group="prompt_descent.providers"):
+        plugin.load()(register_provider)
+
+
+_register_plugin_providers()

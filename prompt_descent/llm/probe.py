@@ -30,7 +30,7 @@ class ProbeResult(BaseModel):
 
 def kernel_flags() -> str:
     """The CPU flags that decide llama.cpp's kernels."""
-    from prompt_descent.llm.local import cpu_flags
+    from prompt_descent.llm.local.llamacpp import cpu_flags
 
     kept = sorted(f for f in cpu_flags() if f.startswith(_KERNEL_FLAGS))
     return " ".join(kept) or "none of " + "/".join(_KERNEL_FLAGS)
@@ -74,9 +74,9 @@ def _complete_once(model: str) -> int:
     import litellm
 
     from prompt_descent.errors import UserError
-    from prompt_descent.llm import local
+    from prompt_descent.llm.local import llamacpp, provider
 
-    local.register()
+    provider.register()
     try:
         litellm.completion(
             model=model, messages=[{"role": "user", "content": "Say OK."}], max_tokens=2
@@ -84,7 +84,7 @@ def _complete_once(model: str) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    local.close_all()
+    llamacpp.close_all()
     return 0
 
 

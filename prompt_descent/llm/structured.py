@@ -13,10 +13,9 @@ exceptions: only systemic faults (no such model, spent budget) raise.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from typing import Any, Generic, TypeVar
 
@@ -24,8 +23,8 @@ import litellm
 from litellm.utils import type_to_response_format_param
 from pydantic import BaseModel, ValidationError
 
+from prompt_descent.core.concurrency import fan_out
 from prompt_descent.core.config import ModelSettings
-from prompt_descent.errors import ModelError, RunStopped
 from prompt_descent.llm.gateway import JSON_MODE, active_gateway
 
 ShapeT = TypeVar("ShapeT", bound=BaseModel)
@@ -156,26 +155,6 @@ async def complete_structured(
         error=f"not valid after one repair: {second_problem} (first reply: {problem})",
         repaired=True,
     )
-
-
-async def fan_out(work: Sequence[Callable[[], Awaitable[T]]], concurrency: int) -> list[T]:
-    """Run every piece of work, at most `concurrency` at once; results in input order.
-
-    A stop (spent budget) or a systemic fault (unusable model) cancels the rest and is
-    raised as itself; per-record failures are the work's own business.
-    """
-    limit = asyncio.Semaphore(concurrency)
-
-    async def one(piece: Callable[[], Awaitable[T]]) -> T:
-        async with limit:
-            return await piece()
-
-    try:
-        async with asyncio.TaskGroup() as group:
-            running = [group.create_task(one(piece)) for piece in work]
-    except* (RunStopped, ModelError) as failures:
-        raise failures.exceptions[0] from None
-    return [task.result() for task in running]
 
 
 async def complete_structured_many(

@@ -23,7 +23,8 @@ from prompt_descent.core.results import (
     Validation,
 )
 from prompt_descent.llm.gateway import Gateway
-from prompt_descent.storage.store import StepRows, Store
+from prompt_descent.storage.runs import StepRows
+from prompt_descent.storage.store import Store
 
 
 class RunWriter:

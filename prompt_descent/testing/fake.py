@@ -90,8 +90,9 @@ def serve_script_from_env(register: Callable[[str, CustomLLM], None]) -> None:
     """PROMPT_DESCENT_FAKE_SCRIPT=module:function serves that script as the `fake/...` models
     (each call taking PROMPT_DESCENT_FAKE_LATENCY seconds, default 0).
 
-    The gateway calls this at import, so the flow runs a Prefect worker starts in their
-    own processes get the scripted model too (demos and the deployment test).
+    A `prompt_descent.providers` plugin (pyproject.toml): the gateway calls it at import,
+    so the flow runs a Prefect worker starts in their own processes get the scripted
+    model too (demos and the deployment test).
     """
     reference = os.environ.get("PROMPT_DESCENT_FAKE_SCRIPT")
     if reference:

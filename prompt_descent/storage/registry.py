@@ -1,0 +1,93 @@
+"""The prompt registry's tables: the versions of each name, and the promotions."""
+
+from __future__ import annotations
+
+import duckdb
+
+from prompt_descent.core.config import ModelSettings, Prompt
+from prompt_descent.core.results import Promotion, RegisteredPrompt
+from prompt_descent.storage.database import Database
+
+# The settings the registry keeps (credentials and endpoints stay with the user's config).
+REGISTERED_SETTINGS = ("model", "temperature", "top_p", "frequency_penalty", "max_tokens")
+
+
+class RegistryRecords(Database):
+    """The registry tables of one store."""
+
+    def add_version(
+        self,
+        name: str,
+        prompt: Prompt,
+        settings: ModelSettings,
+        *,
+        val_score: float | None,
+        test_score: float | None,
+        champion: bool,
+        run_id: str | None,
+    ) -> int:
+        """Add `prompt` as the next version of `name`; returns the version number. A
+        champion version takes the title from the name's earlier champion."""
+
+        def write(con: duckdb.DuckDBPyConnection) -> int:
+            con.execute(
+                "INSERT INTO prompts (prompt_id, system, template) VALUES (?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                [prompt.id, prompt.system, prompt.template],
+            )
+            (version,) = con.execute(
+                "SELECT coalesce(max(version), 0) + 1 FROM registry WHERE name = ?", [name]
+            ).fetchone()
+            if champion:
+                con.execute("UPDATE registry SET champion = false WHERE name = ?", [name])
+            row = {
+                "name": name,
+                "version": version,
+                "prompt_id": prompt.id,
+                **settings.model_dump(include=set(REGISTERED_SETTINGS)),
+                "val_score": val_score,
+                "test_score": test_score,
+                "champion": champion,
+                "run_id": run_id,
+            }
+            con.execute(
+                f"INSERT INTO registry ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})",
+                list(row.values()),
+            )
+            return version
+
+        return self.transaction(write)
+
+    def versions(self, name: str | None = None) -> list[RegisteredPrompt]:
+        """Every registered version (of `name`, if given), by name then version."""
+        where = "WHERE r.name = ?" if name is not None else ""
+        rows = self.query(
+            f"""SELECT r.*, p.system, p.template FROM registry r JOIN prompts p USING (prompt_id)
+                {where} ORDER BY r.name, r.version""",
+            [name] if name is not None else [],
+        )
+        return [
+            RegisteredPrompt(
+                name=row["name"],
+                version=row["version"],
+                prompt=Prompt(system=row["system"], template=row["template"]),
+                settings=ModelSettings(**{key: row[key] for key in REGISTERED_SETTINGS}),
+                val_score=row["val_score"],
+                test_score=row["test_score"],
+                champion=row["champion"],
+                run_id=row["run_id"],
+                created_at=row["created_at"],
+            )
+            for row in rows
+        ]
+
+    def record_promotion(self, promotion: Promotion) -> None:
+        """Why a challenger was or was not promoted: one row of `promotions`."""
+        row = promotion.model_dump()
+        columns = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        self.transaction(
+            lambda con: con.execute(
+                f"INSERT INTO promotions ({columns}) VALUES ({marks})", list(row.values())
+            )
+        )
