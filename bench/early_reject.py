@@ -55,7 +55,7 @@ def rejected(rng: random.Random, case: tuple[int, int, int, int], chance: float)
         ],
     )
     val = [Example(id=f"e{n}", inputs={"input": f"q{n}"}) for n in numbers]
-    race = Race(in_turn(val, scores), scores, strict=False, risk=chance)
+    race = Race(in_turn(val, scores), scores, strict=False, early_reject_chance=chance)
     answers: list[float] = []
     while len(answers) < size:
         if race.lost(answers):

@@ -117,12 +117,11 @@ def instrument() -> None:
     tasks.metric.compute_scores = _timed_async("body:metric", tasks.metric.compute_scores)
     tasks.gradient.build_gradient = _timed_async("body:gradient", tasks.gradient.build_gradient)
     tasks.apply.apply_gradient = _timed_async("body:apply", tasks.apply.apply_gradient)
-    tasks.validate.validate_candidate = _timed_async(
-        "body:validate", tasks.validate.validate_candidate
-    )
-    tasks.decide.judge_validation = _timed("body:decide", tasks.decide.judge_validation)
+    # validate and decide are their own logic: their bodies are the task functions
+    tasks.validate.validate.fn = _timed_async("body:validate", tasks.validate.validate.fn)
+    tasks.decide.decide.fn = _timed_async("body:decide", tasks.decide.decide.fn)
     for name in ("save_step", "finish_run", "start_run", "cached_calls", "run_usage",
-                 "registered_version", "__init__"):  # fmt: skip
+                 "versions", "__init__"):  # fmt: skip
         setattr(store.Store, name, _timed(f"duckdb:{name}", getattr(store.Store, name)))
     # the recorder's writes run on a worker thread: timed apart, not on the flow's path
     store.Store.save_steps = _timed("writer:save_steps", store.Store.save_steps)

@@ -26,7 +26,7 @@ from prompt_descent.storage.database import check_writable
 from prompt_descent.storage.store import Store
 from prompt_descent.storage.writer import RunWriter
 from tasks.apply import apply
-from tasks.decide import decide
+from tasks.decide import AcceptRule, decide
 from tasks.gradient import answer_space, gradient
 from tasks.metric import metric, resolve_metric
 from tasks.predict import predict
@@ -105,7 +105,10 @@ class Trainer:
         """Up to max_proposals candidates for one batch; stops at the first accepted one."""
         config, models, logger = self.config, self.config.models, get_run_logger()
         feedback_mode = config.mode == "feedback"
-        always_accept = feedback_mode and config.feedback.always_accept
+        rule = AcceptRule(
+            always_accept=feedback_mode and config.feedback.always_accept,
+            early_reject_chance=config.early_reject_chance,
+        )
         batch_scores = await self.evaluate(self.current, "train", batch, f"step {step}")
         if batch_scores.score >= 1.0:
             self.recorder.skipped(step, batch, self.current, batch_scores.score)
@@ -143,11 +146,10 @@ class Trainer:
                 models.task,
                 models.judge,
                 config.concurrency,
-                always_accept,
-                config.early_reject_chance,
+                rule,
                 label=label,
             )
-            decision = await decide(validation, always_accept, label=label)
+            decision = await decide(validation, rule, label=label)
             self.run.proposals += 1
             row = self.recorder.proposal(
                 step,

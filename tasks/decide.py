@@ -1,21 +1,36 @@
 """Step 6: accept the candidate or reject it, always with the reason.
 
-A candidate is accepted when it is strictly better on the batch it was written
-for and not worse on the validation split. Ties on val are accepted because the
-candidate fixed the batch without costing anything held out. `always_accept`
-keeps the original Tiny TextGrad behaviour: every usable revision is taken.
+The accept rule, in one place: a candidate is accepted when it is strictly better on
+the batch it was written for and not worse on the validation split. Ties on val are
+accepted because the candidate fixed the batch without costing anything held out.
+Validate reads the same rule to stop a candidate early (tasks/validate.py).
+`always_accept` keeps the original Tiny TextGrad behaviour: every usable revision is
+taken, scored in full.
 """
 
 from __future__ import annotations
 
 from prefect import task
+from pydantic import BaseModel, ConfigDict
 
 from prompt_descent.core.results import Decision, Validation
 from tasks.options import PURE_STEP_OPTIONS
 
 
-def judge_validation(validation: Validation, always_accept: bool = False) -> Decision:
-    if always_accept and validation.val_after is not None:
+class AcceptRule(BaseModel):
+    """Strictly better on the batch, then not worse on val, with the statistical stop:
+    validate gives a candidate up once its chance to reach the current val score is below
+    `early_reject_chance` (0: only once it certainly cannot)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    always_accept: bool = False
+    early_reject_chance: float = 0.0  # checked where it is configured (RunConfig)
+
+
+@task(name="decide", task_run_name="decide {label}", **PURE_STEP_OPTIONS)
+async def decide(validation: Validation, rule: AcceptRule, label: str = "") -> Decision:
+    if rule.always_accept and validation.val_after is not None:
         return Decision(
             accepted=True,
             reason=(
@@ -32,8 +47,3 @@ def judge_validation(validation: Validation, always_accept: bool = False) -> Dec
             f"val {validation.val_before:.3f} -> {validation.val_after:.3f}"
         ),
     )
-
-
-@task(name="decide", task_run_name="decide {label}", **PURE_STEP_OPTIONS)
-async def decide(validation: Validation, always_accept: bool = False, label: str = "") -> Decision:
-    return judge_validation(validation, always_accept)

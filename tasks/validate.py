@@ -14,7 +14,8 @@ stops as soon as it is settled:
   current prompt got right and the others are then taken in turn, in proportion, so
   that the candidate's scores so far say something about both.
 
-With `exhaustive` (always-accept runs) nothing stops early: every score is reported.
+With `always_accept` (Tiny TextGrad) nothing stops early: every score is reported.
+Both settings are the run's AcceptRule (tasks/decide.py).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from prompt_descent.core.config import (
 )
 from prompt_descent.core.reach import TOLERANCE, Group, chance_to_reach, fewest_needed
 from prompt_descent.core.results import Candidate, Validation
+from tasks.decide import AcceptRule
 from tasks.metric import compute_scores
 from tasks.options import STEP_OPTIONS
 from tasks.predict import generate_predictions
@@ -66,12 +68,13 @@ def in_turn(examples: list[Example], current: SplitScore) -> list[Example]:
 @dataclass(frozen=True)
 class Race:
     """A candidate scored, in `examples` order, against the current prompt's score sum on
-    one split; `risk` > 0 also gives up once its chance to reach that sum is below it."""
+    one split; `early_reject_chance` > 0 also gives up once its chance to reach that sum
+    is below it."""
 
     examples: list[Example]
     current: SplitScore
     strict: bool
-    risk: float = 0.0
+    early_reject_chance: float = 0.0
 
     @cached_property
     def target(self) -> float:
@@ -107,7 +110,7 @@ class Race:
     def lost(self, scores: list[float]) -> bool:
         if self.certainly_lost(scores):
             return True
-        return self.risk > 0 and self.chance(scores) < self.risk
+        return self.early_reject_chance > 0 and self.chance(scores) < self.early_reject_chance
 
     def next_chunk(self, scores: list[float], concurrency: int) -> int:
         """The fewest further examples whose failure would settle the race, at most
@@ -116,7 +119,7 @@ class Race:
         # that many failures leave fewer unscored examples than the candidate needs right
         certain = max(1, unscored - self.needed(scores) + 1)
         most = min(concurrency, unscored, certain)
-        if self.risk == 0 or not self.lost(scores + [0.0] * most):
+        if self.early_reject_chance == 0 or not self.lost(scores + [0.0] * most):
             return most
         fewest, enough = 1, most  # each failure lowers the chance: search the first that settles
         while fewest < enough:
@@ -135,15 +138,15 @@ async def run_race(
     task_model: ModelSettings,
     judge: ModelSettings,
     concurrency: int,
-    exhaustive: bool,
+    always_accept: bool,
 ) -> SplitScore:
-    """The candidate's scores until the race is lost (all of them with `exhaustive`)."""
+    """The candidate's scores until the race is lost (all of them with `always_accept`)."""
     scored: list[Prediction] = []
     while len(scored) < len(race.examples):
         scores = [p.score for p in scored]
-        if not exhaustive and race.lost(scores):
+        if not always_accept and race.lost(scores):
             break
-        size = len(race.examples) if exhaustive else race.next_chunk(scores, concurrency)
+        size = len(race.examples) if always_accept else race.next_chunk(scores, concurrency)
         chunk = race.examples[len(scored) : len(scored) + size]
         predictions = await generate_predictions(prompt, chunk, task_model, concurrency)
         scored_chunk = await compute_scores(spec, prompt.id, chunk, predictions, judge, concurrency)
@@ -159,7 +162,8 @@ def _after(race: Race, scores: list[float]) -> str:
     return f"after {len(scores)}/{len(race.examples)} examples"
 
 
-async def validate_candidate(
+@task(name="validate", task_run_name="validate {label}", **STEP_OPTIONS)
+async def validate(
     candidate: Candidate,
     batch: list[Example],
     current_batch: SplitScore,
@@ -169,22 +173,25 @@ async def validate_candidate(
     task_model: ModelSettings,
     judge: ModelSettings,
     concurrency: int,
-    exhaustive: bool = False,
-    risk: float = 0.0,
+    rule: AcceptRule,
+    label: str = "",
 ) -> Validation:
+    """The candidate's scores on the batch, then on val, until `rule` settles it."""
     result = Validation(batch_before=current_batch.score, val_before=current_val.score)
     if candidate.prompt is None:
         return result.model_copy(update={"stopped_because": candidate.rejected_because})
     prompt = candidate.prompt
 
     batch_race = Race(hardest_first(batch, current_batch), current_batch, strict=True)
-    on_batch = await run_race(prompt, batch_race, spec, task_model, judge, concurrency, exhaustive)
+    on_batch = await run_race(
+        prompt, batch_race, spec, task_model, judge, concurrency, rule.always_accept
+    )
     scores = _scores(on_batch)
     result = result.model_copy(update={"batch": on_batch})
     complete = len(scores) == len(batch)
     if complete:
         result = result.model_copy(update={"batch_after": on_batch.score})
-    if not exhaustive and batch_race.certainly_lost(scores):
+    if not rule.always_accept and batch_race.certainly_lost(scores):
         why = (
             f" ({on_batch.score:.3f} vs {current_batch.score:.3f})"
             if complete
@@ -193,12 +200,15 @@ async def validate_candidate(
         )
         return result.model_copy(update={"stopped_because": f"not better on the batch{why}"})
 
-    order = in_turn(val, current_val) if risk > 0 else hardest_first(val, current_val)
-    val_race = Race(order, current_val, strict=False, risk=risk)
-    on_val = await run_race(prompt, val_race, spec, task_model, judge, concurrency, exhaustive)
+    chance = rule.early_reject_chance
+    order = in_turn(val, current_val) if chance > 0 else hardest_first(val, current_val)
+    val_race = Race(order, current_val, strict=False, early_reject_chance=chance)
+    on_val = await run_race(
+        prompt, val_race, spec, task_model, judge, concurrency, rule.always_accept
+    )
     scores = _scores(on_val)
     result = result.model_copy(update={"val": on_val, "val_examples_scored": len(scores)})
-    if exhaustive or not val_race.lost(scores):
+    if rule.always_accept or not val_race.lost(scores):
         return result.model_copy(update={"val_after": on_val.score})
     if val_race.certainly_lost(scores):
         why = (
@@ -211,33 +221,3 @@ async def validate_candidate(
             f"{val_race.chance(scores):.1%} chance {_after(val_race, scores)}"
         )
     return result.model_copy(update={"stopped_because": why})
-
-
-@task(name="validate", task_run_name="validate {label}", **STEP_OPTIONS)
-async def validate(
-    candidate: Candidate,
-    batch: list[Example],
-    current_batch: SplitScore,
-    val: list[Example],
-    current_val: SplitScore,
-    spec: MetricSpec,
-    task_model: ModelSettings,
-    judge: ModelSettings,
-    concurrency: int,
-    exhaustive: bool = False,
-    risk: float = 0.0,
-    label: str = "",
-) -> Validation:
-    return await validate_candidate(
-        candidate,
-        batch,
-        current_batch,
-        val,
-        current_val,
-        spec,
-        task_model,
-        judge,
-        concurrency,
-        exhaustive,
-        risk,
-    )

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from prompt_descent.core.config import Prompt
+from prompt_descent.core.results import RegisteredPrompt, Usage
 from prompt_descent.presentation.chart import Proposal, score_chart
 from prompt_descent.storage.store import Store
 
@@ -34,42 +35,23 @@ class RunHistory:
     run: dict[str, Any]
     iterations: list[dict[str, Any]]
     prompts: dict[str, Prompt]
-    usage: dict[str, Any]
-    registered: list[dict[str, Any]]
+    usage: Usage
+    registered: list[RegisteredPrompt]
 
     @classmethod
     def load(cls, store: Store, run_id: str) -> RunHistory:
         with store.session():
-            runs = store.query("SELECT * FROM runs WHERE run_id = ?", [run_id])
-            if not runs:
+            run = store.run_row(run_id)
+            if run is None:
                 raise KeyError(run_id)
-            iterations = store.query(
-                "SELECT * FROM iterations WHERE run_id = ? ORDER BY step, proposal", [run_id]
+            history = cls(
+                run,
+                store.iterations(run_id),
+                store.run_prompts(run_id),
+                store.run_usage(run_id),
+                store.versions(run_id=run_id),
             )
-            prompt_rows = store.query(
-                """SELECT prompt_id, system, template FROM prompts WHERE prompt_id IN (
-                       SELECT current_prompt FROM iterations WHERE run_id = $1
-                       UNION SELECT candidate_prompt FROM iterations WHERE run_id = $1
-                       UNION SELECT baseline_prompt FROM runs WHERE run_id = $1
-                       UNION SELECT best_prompt FROM runs WHERE run_id = $1)""",
-                [run_id],
-            )
-            (usage,) = store.query(
-                """SELECT count(*) AS calls,
-                          coalesce(sum(prompt_tokens + completion_tokens), 0) AS tokens,
-                          coalesce(sum(cost_usd), 0) AS cost_usd
-                   FROM llm_calls WHERE run_id = ?""",
-                [run_id],
-            )
-            registered = store.query(
-                "SELECT name, version, champion FROM registry WHERE run_id = ? ORDER BY version",
-                [run_id],
-            )
-        prompts = {
-            row["prompt_id"]: Prompt(system=row["system"], template=row["template"])
-            for row in prompt_rows
-        }
-        return cls(runs[0], iterations, prompts, usage, registered)
+        return history
 
     @property
     def proposals(self) -> list[dict[str, Any]]:
@@ -191,8 +173,8 @@ def _summary_html(history: RunHistory) -> str:
     )
     stopped = f"<p>Stopped because: {_e(run['stop_reason'])}</p>" if run["stop_reason"] else ""
     registered = "".join(
-        f"<p>Registered as <b>{_e(r['name'])} v{r['version']}</b>"
-        f"{' (champion)' if r['champion'] else ''}.</p>"
+        f"<p>Registered as <b>{_e(r.name)} v{r.version}</b>"
+        f"{' (champion)' if r.champion else ''}.</p>"
         for r in history.registered
     )
     config = json.loads(run["config"]) if run["config"] else {}
@@ -201,7 +183,7 @@ def _summary_html(history: RunHistory) -> str:
         f"<table><tr><th></th><th>baseline</th><th>best</th></tr>{table}</table>"
         f"<p>Status <b>{_e(run['status'])}</b>; steps {run['steps'] or 0}, proposals tried "
         f"{len(history.proposals)}, accepted {len(history.accepted)}. LLM calls "
-        f"{usage['calls']}, tokens {usage['tokens']:,}, cost ${usage['cost_usd']:.4f}. "
+        f"{usage.calls}, tokens {usage.tokens:,}, cost ${usage.cost_usd:.4f}. "
         f"Task model <code>{_e(task_model)}</code>. Started {_time(run['started_at'])}, "
         f"finished {_time(run['finished_at'])}.</p>{stopped}{registered}"
     )

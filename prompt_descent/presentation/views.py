@@ -92,8 +92,7 @@ def prompt_diff(before: Prompt, after: Prompt) -> Text:
 
 
 def run_history(store: Store, run_id: str) -> Group:
-    runs = store.query("SELECT * FROM runs WHERE run_id = ?", [run_id])
-    if not runs:
+    if store.run_row(run_id) is None:
         raise KeyError(run_id)
     table = Table(title=f"iterations of {run_id}")
     for column in (
@@ -111,9 +110,7 @@ def run_history(store: Store, run_id: str) -> Group:
         "s",
     ):
         table.add_column(column)
-    iterations = store.query(
-        "SELECT * FROM iterations WHERE run_id = ? ORDER BY step, proposal", [run_id]
-    )
+    iterations = store.iterations(run_id)
     parts: list = [table]
     for it in iterations:
         table.add_row(

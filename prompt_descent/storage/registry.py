@@ -58,13 +58,18 @@ class RegistryRecords(Database):
 
         return self.transaction(write)
 
-    def versions(self, name: str | None = None) -> list[RegisteredPrompt]:
-        """Every registered version (of `name`, if given), by name then version."""
-        where = "WHERE r.name = ?" if name is not None else ""
+    def versions(
+        self, name: str | None = None, run_id: str | None = None
+    ) -> list[RegisteredPrompt]:
+        """Every registered version (of `name`, registered by run `run_id`, if given), by
+        name then version."""
+        filters = {"r.name": name, "r.run_id": run_id}
+        given = {column: value for column, value in filters.items() if value is not None}
+        where = " AND ".join(f"{column} = ?" for column in given)
         rows = self.query(
             f"""SELECT r.*, p.system, p.template FROM registry r JOIN prompts p USING (prompt_id)
-                {where} ORDER BY r.name, r.version""",
-            [name] if name is not None else [],
+                {"WHERE " + where if where else ""} ORDER BY r.name, r.version""",
+            list(given.values()),
         )
         return [
             RegisteredPrompt(

@@ -242,6 +242,31 @@ class RunRecords(Database):
         rows = self.query("SELECT system, template FROM prompts WHERE prompt_id = ?", [prompt_id])
         return Prompt(**rows[0]) if rows else None
 
+    def run_row(self, run_id: str) -> dict[str, Any] | None:
+        """The run's row of `runs`, or None."""
+        rows = self.query("SELECT * FROM runs WHERE run_id = ?", [run_id])
+        return rows[0] if rows else None
+
+    def iterations(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's rows of `iterations`, by step and proposal."""
+        return self.query(
+            "SELECT * FROM iterations WHERE run_id = ? ORDER BY step, proposal", [run_id]
+        )
+
+    def run_prompts(self, run_id: str) -> dict[str, Prompt]:
+        """Every prompt the run started from, tried or ended with, by id."""
+        rows = self.query(
+            """SELECT prompt_id, system, template FROM prompts WHERE prompt_id IN (
+                   SELECT current_prompt FROM iterations WHERE run_id = $1
+                   UNION SELECT candidate_prompt FROM iterations WHERE run_id = $1
+                   UNION SELECT baseline_prompt FROM runs WHERE run_id = $1
+                   UNION SELECT best_prompt FROM runs WHERE run_id = $1)""",
+            [run_id],
+        )
+        return {
+            row["prompt_id"]: Prompt(system=row["system"], template=row["template"]) for row in rows
+        }
+
     def run_usage(self, run_id: str) -> Usage:
         """What a run has paid for so far, over all its attempts."""
         (row,) = self.query(
@@ -267,12 +292,12 @@ class RunRecords(Database):
         )
 
     def run_status(self, run_id: str) -> str | None:
-        rows = self.query("SELECT status FROM runs WHERE run_id = ?", [run_id])
-        return rows[0]["status"] if rows else None
+        row = self.run_row(run_id)
+        return row["status"] if row else None
 
     def run_config(self, run_id: str) -> dict[str, Any] | None:
-        rows = self.query("SELECT config FROM runs WHERE run_id = ?", [run_id])
-        return json.loads(rows[0]["config"]) if rows else None
+        row = self.run_row(run_id)
+        return json.loads(row["config"]) if row else None
 
     def end_run(
         self, run_id: str, status: str, stop_reason: str | None = None, score: float | None = None
