@@ -9,7 +9,7 @@ on the train set too (Ape selects on train). The first accepted proposal ends th
 batch. Plain asyncio + litellm: no cache, no Prefect, no DuckDB.
 
 The messages are prompt-descent's own (tasks.gradient.gradient_messages with one
-case, tasks.apply.apply_messages/parse_proposal/check_candidate), so that a
+case, tasks.apply.apply_messages/ProposedPrompt/check_candidate), so that a
 comparison isolates the loop design. Predictions made to check a candidate are
 counted under the role "validate".
 """
@@ -19,12 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from _common import Caller, Metric, OutOfBudget, mean, score
-from pydantic import ValidationError
 
 from prompt_descent.core.batching import minibatches, planned_steps
 from prompt_descent.core.config import Example, Models, Prompt
 from prompt_descent.core.results import Feedback
-from tasks.apply import apply_messages, check_candidate, parse_proposal
+from prompt_descent.llm.structured import parse_reply
+from tasks.apply import ProposedPrompt, apply_messages, check_candidate
 from tasks.gradient import gradient_messages
 
 try:  # the hint of the answer set prompt-descent's gradient gets, when the core has it
@@ -83,11 +83,11 @@ async def ape_loop(
                 reply = await caller.ask(
                     "apply", models.apply, apply_messages(best, feedback, []), json_mode=True
                 )
-                try:
-                    candidate = check_candidate(best, parse_proposal(reply), [])
-                except (ValueError, ValidationError):
+                proposed, _problem = parse_reply(reply, ProposedPrompt)
+                if proposed is None:
                     result.decisions.append((step, proposal, False, "apply reply not JSON"))
                     continue
+                candidate = check_candidate(best, proposed, [])
                 if candidate.prompt is None:
                     result.decisions.append((step, proposal, False, candidate.rejected_because))
                     continue

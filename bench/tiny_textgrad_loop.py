@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from _common import Caller, OutOfBudget
 from ape_loop import LoopResult
-from pydantic import ValidationError
 
 from prompt_descent.core.batching import minibatches
 from prompt_descent.core.config import Example, Models, Prompt
 from prompt_descent.core.results import Feedback
-from tasks.apply import apply_messages, check_candidate, clean_messages, parse_proposal
+from prompt_descent.llm.structured import parse_reply
+from tasks.apply import ProposedPrompt, apply_messages, check_candidate, clean_messages
 from tasks.gradient import CRITIQUE_SYSTEM, describe_prompt
 
 
@@ -43,10 +43,7 @@ def critique_messages(prompt: Prompt, cases: list[tuple[Example, str]]) -> list[
 
 
 def _parsed(reply: str):
-    try:
-        return parse_proposal(reply)
-    except (ValueError, ValidationError):
-        return None
+    return parse_reply(reply, ProposedPrompt)[0]
 
 
 async def tiny_textgrad_loop(

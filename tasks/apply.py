@@ -1,8 +1,10 @@
 """Step 4, the optimizer step: rewrite the prompt along the text gradient.
 
-The apply model answers in JSON, validated by pydantic; a reply that does not
-parse gets one repair request. In feedback mode a clean-up pass then strips
-meta-commentary ("Here is the revised prompt…") so the result is usable as is.
+The apply model answers in JSON, validated by pydantic (structured.complete_structured:
+a JSON schema where the model honours one, one repair request for a reply that does not
+parse). A candidate that fails the checks below gets one corrective try. In feedback
+mode a clean-up pass then strips meta-commentary ("Here is the revised prompt…") so the
+result is usable as is.
 A candidate that is empty, unchanged, already tried, or that drops or invents a
 placeholder is rejected here, before any prediction is spent on it.
 """
@@ -13,12 +15,11 @@ import json
 import re
 
 from prefect import task
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from prompt_descent.core.config import ModelSettings, Prompt, placeholders, template_error
 from prompt_descent.core.results import Attempt, Candidate, Feedback
-from prompt_descent.llm.gateway import active_gateway
-from prompt_descent.llm.structured import extract_json
+from prompt_descent.llm.structured import complete_structured
 from tasks.gradient import describe_prompt
 from tasks.options import STEP_OPTIONS
 
@@ -75,11 +76,6 @@ def apply_messages(
     ]
 
 
-def parse_proposal(reply: str) -> ProposedPrompt:
-    """The JSON object in `reply` (fences and surrounding prose tolerated)."""
-    return ProposedPrompt.model_validate(extract_json(reply))
-
-
 def _rejected(reason: str) -> Candidate:
     return Candidate(prompt=None, rejected_because=reason)
 
@@ -111,33 +107,9 @@ def check_candidate(current: Prompt, proposal: ProposedPrompt, history: list[Att
 async def _ask_for_prompt(
     settings: ModelSettings, messages: list[dict[str, str]]
 ) -> tuple[ProposedPrompt | None, str, str | None]:
-    """The proposal, the raw reply, and why there is none; one repair request on bad JSON."""
-    gateway = active_gateway()
-    call = await gateway.complete("apply", settings, messages, json_mode=True)
-    if call.error:
-        return None, "", f"apply call failed: {call.error}"
-    reply = call.response or ""
-    try:
-        return parse_proposal(reply), reply, None
-    except (ValueError, ValidationError) as first_error:
-        problem = " ".join(str(first_error).split())[:300]
-    repair = messages + [
-        {"role": "assistant", "content": reply},
-        {
-            "role": "user",
-            "content": (
-                f"That reply is not the JSON object asked for ({problem}). Reply with only "
-                '{"system": "...", "template": "..."}.'
-            ),
-        },
-    ]
-    call = await gateway.complete("apply", settings, repair, json_mode=True)
-    reply = call.response or ""
-    try:
-        return parse_proposal(reply), reply, None
-    except (ValueError, ValidationError) as second_error:
-        problem = " ".join(str(second_error).split())[:200]
-        return None, reply, f"apply reply not valid JSON after one repair: {problem}"
+    """The proposal, the raw reply, and why there is none (after one repair request)."""
+    result = await complete_structured("apply", settings, messages, ProposedPrompt)
+    return result.value, result.raw, None if result.error is None else f"apply {result.error}"
 
 
 def clean_messages(proposal: ProposedPrompt) -> list[dict[str, str]]:

@@ -94,7 +94,7 @@ def test_a_run_through_faults_ends_where_the_fault_free_run_ends(tmp_path: Path)
         ).fetchone()
         (repairs,) = con.execute(
             "SELECT count(*) FROM llm_calls WHERE role = 'apply' "
-            "AND messages::VARCHAR LIKE '%not the JSON object asked for%'"
+            "AND messages::VARCHAR LIKE '%not the JSON asked for%'"
         ).fetchone()
     assert failed_predictions == 0
 
@@ -114,7 +114,7 @@ def test_a_broken_json_proposal_is_repaired_to_the_same_outcome(tmp_path: Path, 
     with duckdb.connect(str(tmp_path / "faulty" / "runs.duckdb"), read_only=True) as con:
         (repairs,) = con.execute(
             "SELECT count(*) FROM llm_calls WHERE role = 'apply' "
-            "AND messages::VARCHAR LIKE '%not the JSON object asked for%'"
+            "AND messages::VARCHAR LIKE '%not the JSON asked for%'"
         ).fetchone()
     assert repairs == 1
 

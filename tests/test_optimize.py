@@ -483,7 +483,7 @@ def test_malformed_apply_reply_is_repaired_once(tmp_path: Path, fake_model: Regi
     applies = calls_of(model, "apply")
     assert len(applies) == 2
     assert [is_repair(m) for m in applies] == [False, True]
-    assert "not the JSON object asked for" in applies[1][-1]["content"]
+    assert "not the JSON asked for" in applies[1][-1]["content"]
 
 
 def test_apply_reply_still_malformed_after_repair_is_rejected(
@@ -496,7 +496,7 @@ def test_apply_reply_still_malformed_after_repair_is_rejected(
 
     assert summary.accepted == 0
     (it,) = iterations(config, summary.run_id)
-    assert "not valid JSON after one repair" in it["reason"]
+    assert "not valid after one repair" in it["reason"]
     assert it["candidate_prompt"] is None
     assert len(calls_of(model, "apply")) == 2
 

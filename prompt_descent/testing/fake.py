@@ -125,7 +125,7 @@ FAULT_KINDS = (
 )
 # A refusal is final, not transient: not in the default schedule, whose runs must recover.
 REFUSAL = "refusal"
-REPAIR_MARKER = "not the JSON object asked for"
+REPAIR_MARKER = "not the JSON asked for"  # structured.repair_messages
 
 
 class FaultyModel(ScriptedModel):
