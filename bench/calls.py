@@ -144,7 +144,7 @@ def script(model: str, messages: list[dict[str, str]]) -> str:
 
 def install_validation_flag() -> None:
     """Mark the predictions tasks.validate makes, so the script counts them as `validate`."""
-    original = tasks.validate.generate_predictions
+    original = tasks.validate.run_race
 
     async def validating(*args, **kwargs):
         token = VALIDATING.set(True)
@@ -153,7 +153,7 @@ def install_validation_flag() -> None:
         finally:
             VALIDATING.reset(token)
 
-    tasks.validate.generate_predictions = validating
+    tasks.validate.run_race = validating
 
 
 # --- the runs ----------------------------------------------------------------------------

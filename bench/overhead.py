@@ -110,16 +110,16 @@ def instrument() -> None:
     # task call (engine + body) as the flow sees it
     for name in ("predict", "metric", "gradient", "apply", "validate", "decide"):
         setattr(flows.optimize, name, _timed_async(f"task:{name}", getattr(flows.optimize, name)))
-    # task bodies: the step logic the tasks run (module globals the task functions call)
-    tasks.predict.generate_predictions = _timed_async(
-        "body:predict", tasks.predict.generate_predictions
-    )
-    tasks.metric.compute_scores = _timed_async("body:metric", tasks.metric.compute_scores)
-    tasks.gradient.build_gradient = _timed_async("body:gradient", tasks.gradient.build_gradient)
-    tasks.apply.apply_gradient = _timed_async("body:apply", tasks.apply.apply_gradient)
-    # validate and decide are their own logic: their bodies are the task functions
-    tasks.validate.validate.fn = _timed_async("body:validate", tasks.validate.validate.fn)
-    tasks.decide.decide.fn = _timed_async("body:decide", tasks.decide.decide.fn)
+    # task bodies: the step functions the tasks decorate
+    for step in (
+        tasks.predict.predict,
+        tasks.metric.metric,
+        tasks.gradient.gradient,
+        tasks.apply.apply,
+        tasks.validate.validate,
+        tasks.decide.decide,
+    ):
+        step.fn = _timed_async(f"body:{step.name}", step.fn)
     for name in ("save_step", "finish_run", "start_run", "cached_calls", "run_usage",
                  "versions", "__init__"):  # fmt: skip
         setattr(store.Store, name, _timed(f"duckdb:{name}", getattr(store.Store, name)))

@@ -21,17 +21,20 @@ from prefect.artifacts import (
 
 from prompt_descent.core.config import Prompt
 from prompt_descent.core.results import IterationRecord, Promotion, RunSummary
-from prompt_descent.presentation.report import CHART_NAME, report_dir, svg_data_uri, write_report
+from prompt_descent.presentation.report import (
+    CHART_NAME,
+    RunHistory,
+    report_dir,
+    save_report,
+    svg_data_uri,
+)
+from prompt_descent.presentation.text import score_text
 from prompt_descent.storage.store import Store
 
 
 def _key(run_id: str, what: str) -> str:
     safe = "".join(c if c.isalnum() else "-" for c in run_id.lower())
     return f"{safe}-{what}"
-
-
-def _score(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
 
 
 def prompt_markdown(prompt: Prompt) -> str:
@@ -54,7 +57,8 @@ def chart_markdown(run_id: str, store_path: str) -> str:
     report still completes, with a warning in its log.
     """
     try:
-        report = write_report(Store(store_path), run_id, report_dir(store_path, run_id))
+        history = RunHistory.load(Store(store_path), run_id)
+        report = save_report(history, report_dir(store_path, run_id))
     except Exception as error:  # the run is recorded already; a missing picture is no failure
         get_run_logger().warning("no report for %s: %s: %s", run_id, type(error).__name__, error)
         return ""
@@ -106,10 +110,10 @@ class RunPublisher:
             {
                 "step": row.step,
                 "proposal": row.proposal,
-                "batch before": _score(row.batch_before),
-                "batch after": _score(row.batch_after),
-                "val before": _score(row.val_before),
-                "val after": _score(row.val_after),
+                "batch before": score_text(row.batch_before),
+                "batch after": score_text(row.batch_after),
+                "val before": score_text(row.val_before),
+                "val after": score_text(row.val_after),
                 "accepted": row.accepted,
                 "reason": row.reason,
                 "calls": row.llm_calls,
@@ -158,10 +162,10 @@ class RunPublisher:
             "%d LLM calls, %s tokens, $%.4f, %.1f s",
             run.run_id,
             run.status,
-            _score(run.baseline_val),
-            _score(run.best_val),
-            _score(run.baseline_test),
-            _score(run.best_test),
+            score_text(run.baseline_val),
+            score_text(run.best_val),
+            score_text(run.baseline_test),
+            score_text(run.best_test),
             run.best_prompt,
             run.proposals,
             run.accepted,
@@ -175,8 +179,8 @@ class RunPublisher:
         await acreate_markdown_artifact(
             f"# {run.name}: {run.status}{stopped}\n\n"
             "| | baseline | best |\n|---|---|---|\n"
-            f"| val | {_score(run.baseline_val)} | {_score(run.best_val)} |\n"
-            f"| test | {_score(run.baseline_test)} | {_score(run.best_test)} |\n"
+            f"| val | {score_text(run.baseline_val)} | {score_text(run.best_val)} |\n"
+            f"| test | {score_text(run.baseline_test)} | {score_text(run.best_test)} |\n"
             f"| prompt | {run.baseline_prompt} | {run.best_prompt} |\n\n"
             f"Steps {run.steps}, proposals tried {run.proposals}, accepted {run.accepted}. "
             f"LLM calls {run.usage.calls}, tokens {run.usage.tokens:,}, "
@@ -202,8 +206,9 @@ async def publish_promotion(promotion: Promotion) -> None:
         f"# {promotion.name}: {verdict}\n\n{promotion.reason}\n\n"
         "| | prompt | test score |\n|---|---|---|\n"
         f"| champion {champion} | {promotion.champion_prompt} | "
-        f"{_score(promotion.champion_score)} |\n"
-        f"| challenger | {promotion.challenger_prompt} | {_score(promotion.challenger_score)} |\n\n"
+        f"{score_text(promotion.champion_score)} |\n"
+        f"| challenger | {promotion.challenger_prompt} | "
+        f"{score_text(promotion.challenger_score)} |\n\n"
         f"Margin {promotion.margin}; optimizer run `{promotion.run_id}`.",
         key=_key(promotion.name, "promotion"),
         description=f"{promotion.name}: challenger vs champion",

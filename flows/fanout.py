@@ -15,30 +15,26 @@ from __future__ import annotations
 import asyncio
 import importlib
 import socket
-from typing import Any
 from urllib.parse import urlsplit
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from flows.limits import rate_limit_hook
-from prompt_descent.core.config import DaskSettings, ModelSettings, RetrySettings, RunConfig
+from prompt_descent.core.config import DaskSettings, RetrySettings, RunConfig
 from prompt_descent.core.results import CallRecord
 from prompt_descent.errors import UserError
-from prompt_descent.llm.gateway import Gateway
+from prompt_descent.llm.gateway import Gateway, Request
 
 CONNECT_SECONDS = 5.0
 SHARDS_PER_WORKER = 2  # one shard per worker slot would leave it idle behind a slow shard
 
 
-@task(name="call shard", task_run_name="{role} shard {shard}", cache_policy=NO_CACHE)
+@task(name="call shard", task_run_name="{request.role} shard {shard}", cache_policy=NO_CACHE)
 async def call_shard(
-    role: str,
-    settings: ModelSettings,
+    request: Request,
     conversations: list[list[dict[str, str]]],
     concurrency: int,
-    json_mode: bool,
-    response_format: dict[str, Any] | None,
     retry: RetrySettings,
     rpm_limits: dict[str, int],
     shard: str = "",
@@ -49,7 +45,12 @@ async def call_shard(
         before_request=rate_limit_hook(rpm_limits),
     )
     return await gateway.complete_many(
-        role, settings, conversations, concurrency, json_mode, response_format
+        request.role,
+        request.settings,
+        conversations,
+        concurrency,
+        request.json_mode,
+        request.response_format,
     )
 
 
@@ -87,13 +88,7 @@ class DaskFanOut:
         return calls >= self.settings.min_calls
 
     async def complete(
-        self,
-        role: str,
-        settings: ModelSettings,
-        conversations: list[list[dict[str, str]]],
-        json_mode: bool,
-        response_format: dict[str, Any] | None,
-        retry: RetrySettings,
+        self, request: Request, conversations: list[list[dict[str, str]]], retry: RetrySettings
     ) -> list[CallRecord]:
         if not conversations:
             return []
@@ -106,12 +101,9 @@ class DaskFanOut:
             self.runner.submit(
                 call_shard,
                 parameters={
-                    "role": role,
-                    "settings": settings,
+                    "request": request,
                     "conversations": shard,
                     "concurrency": each,
-                    "json_mode": json_mode,
-                    "response_format": response_format,
                     "retry": retry,
                     "rpm_limits": self.rpm_limits,
                     "shard": f"{number}/{len(shards)}",

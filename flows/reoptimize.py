@@ -25,11 +25,8 @@ from prompt_descent.core.results import Promotion, RegisteredPrompt
 from prompt_descent.errors import UserError
 from prompt_descent.features.promotion import decide_promotion, record_promotion
 from prompt_descent.features.registry import current_champion, register_prompt
+from prompt_descent.presentation.text import score_text
 from prompt_descent.storage.store import Store
-
-
-def _score(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
 
 
 def _run_name() -> str:
@@ -88,7 +85,7 @@ async def reoptimize(config_path: str, margin: float = 0.0) -> Promotion:
     logger.info(
         "champion of %s: %s",
         name,
-        f"v{champion.version} {champion.prompt.id} (test {_score(champion.test_score)})"
+        f"v{champion.version} {champion.prompt.id} (test {score_text(champion.test_score)})"
         if champion
         else "none registered; starting from the config's prompt",
     )

@@ -47,6 +47,9 @@ from prompt_descent.runtime.environment import apply_project_defaults
 
 if TYPE_CHECKING:
     from prompt_descent.features.serving import Output
+    from prompt_descent.llm.local.weights import LocalModelInfo
+    from prompt_descent.llm.probe import ProbeResult
+    from prompt_descent.presentation.report import RunHistory
 
 T = TypeVar("T")
 
@@ -57,11 +60,15 @@ __all__ = [
     "export_prompt",
     "import_prompt",
     "list_prompts",
+    "list_runs",
     "load_prompt",
+    "local_models",
     "optimize",
     "register_prompt",
     "resume",
+    "run_history",
     "run_prompt",
+    "write_report",
 ]
 
 
@@ -359,32 +366,62 @@ def expand_qa(
     _no_running_loop("expand_qa")
     apply_project_defaults()
     from flows.expand_qa import expand_qa as expand_qa_flow
-    from flows.expand_qa import prepare_expansion
     from flows.optimize import new_run_id
+    from prompt_descent.features.qa import ExpandRequest, check_request
 
-    run_id = run_id or new_run_id("expand-qa")
-
-    prepare_expansion(
-        texts,
-        qa_prompt_name,
-        rephrase_prompt_name,
-        open_store(store),
-        output,
-        text_column,
-        id_column,
-        database,
-    )
-    work = expand_qa_flow(
-        texts,
-        qa_prompt_name,
-        rephrase_prompt_name,
-        store,
-        output,
+    request = ExpandRequest(
+        texts=texts,
+        qa_prompt=qa_prompt_name,
+        rephrase_prompt=rephrase_prompt_name,
+        output=output,
         text_column=text_column,
         id_column=id_column,
         database=database,
-        concurrency=concurrency,
-        budget=budget,
-        run_id=run_id,
     )
+    check_request(request, open_store(store))  # a mistyped name fails before the flow starts
+    run_id = run_id or new_run_id("expand-qa")
+    work = expand_qa_flow(request, str(store), concurrency, budget, run_id)
     return _run_flow(work, run_id)
+
+
+def list_runs(store: str | Path = DEFAULT_STORE) -> list[dict[str, Any]]:
+    """Every run in the store, newest first: its mode, model, status, scores and calls."""
+    return open_store(store, create=False).run_list()
+
+
+def run_history(run_id: str, store: str | Path = DEFAULT_STORE) -> RunHistory:
+    """A run's rows: the run, its iterations, the prompts it tried, usage, registrations."""
+    from prompt_descent.presentation.report import RunHistory
+
+    try:
+        return RunHistory.load(open_store(store, create=False), run_id)
+    except KeyError:
+        raise UserError(f"no run '{run_id}' in {store}; `prompt-descent runs` lists them") from None
+
+
+def write_report(
+    run_id: str, store: str | Path = DEFAULT_STORE, out: str | Path | None = None
+) -> Path:
+    """A run's HTML report and score chart, in `out` (default: reports/RUN beside the
+    store); returns the report's path."""
+    from prompt_descent.presentation.report import report_dir, save_report
+
+    history = run_history(run_id, store)
+    target = Path(out) if out is not None else report_dir(store, run_id)
+    try:
+        return save_report(history, target)
+    except OSError as error:
+        raise UserError(
+            f"cannot write the report to {target}: {error.strerror or error}", field="out"
+        ) from None
+
+
+def local_models() -> list[tuple[LocalModelInfo, ProbeResult | None]]:
+    """The embedded models, each with whether it generates on this machine (asked in a
+    child process; None when it is not installed)."""
+    from prompt_descent.llm.local.weights import describe_models
+    from prompt_descent.llm.probe import probe
+
+    # probed first: a first probe joins and verifies the weights it loads
+    probes = {info.name: probe(info.name) for info in describe_models() if info.installed}
+    return [(info, probes.get(info.name)) for info in describe_models()]

@@ -128,6 +128,7 @@ OPTIONS = {
     "fields": "--field",
     "limit": "--limit",
     "max_tokens": "--max-tokens",
+    "out": "--out",
 }
 
 
@@ -145,14 +146,13 @@ def _at_option(error: UserError) -> UserError:
 def runs(store: StoreOption = None, config_file: ConfigOption = None) -> None:
     """List the runs in the store."""
     store = _store_of(store, config_file)
+    from prompt_descent import api
     from prompt_descent.presentation.views import runs_table
-    from prompt_descent.storage.store import Store
 
     try:
-        table = runs_table(Store(store, create=False))
+        console.print(runs_table(api.list_runs(store), store))
     except UserError as error:
         _fail(_at_option(error))
-    console.print(table)
 
 
 @app.command()
@@ -163,15 +163,13 @@ def show(
 ) -> None:
     """Every proposal of a run: scores, accepted or rejected and why, the prompt diff."""
     store = _store_of(store, config_file)
-    from prompt_descent.presentation.views import run_history
-    from prompt_descent.storage.store import Store
+    from prompt_descent import api
+    from prompt_descent.presentation.views import history_view
 
     try:
-        console.print(run_history(Store(store, create=False), run))
+        console.print(history_view(api.run_history(run, store)))
     except UserError as error:
         _fail(_at_option(error))
-    except KeyError:
-        _fail(UserError(f"no run '{run}' in {store}; `prompt-descent runs` lists them"))
 
 
 @app.command()
@@ -230,16 +228,13 @@ def models() -> None:
     """
     from rich.table import Table
 
-    from prompt_descent.llm.local.weights import describe_models
-    from prompt_descent.llm.probe import probe
+    from prompt_descent import api
 
-    # probed first: a first probe joins and verifies the weights it loads
-    probes = {info.name: probe(info.name) for info in describe_models() if info.installed}
+    found = api.local_models()
     table = Table(title="local models")
     for column in ("model", "installed", "verified", "generates", "size", "path"):
         table.add_column(column)
-    for info in describe_models():
-        result = probes.get(info.name)
+    for info, result in found:
         table.add_row(
             info.name,
             "yes" if info.installed else "no",
@@ -249,7 +244,7 @@ def models() -> None:
             str(info.path or ""),
         )
     console.print(table)
-    problems = [result.problem for result in probes.values() if result.problem]
+    problems = [result.problem for _, result in found if result and result.problem]
     if problems:
         for problem in problems:
             Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {problem}")
@@ -267,18 +262,13 @@ def report(
 ) -> None:
     """Write a run's HTML report (score chart, prompt history with diffs, iterations)."""
     store = _store_of(store, config_file)
-    from prompt_descent.presentation.report import CHART_NAME, report_dir, write_report
-    from prompt_descent.storage.store import Store
+    from prompt_descent import api
+    from prompt_descent.presentation.report import CHART_NAME
 
-    target = out or report_dir(store, run)
     try:
-        path = write_report(Store(store, create=False), run, target)
+        path = api.write_report(run, store, out)
     except UserError as error:
         _fail(_at_option(error))
-    except KeyError:
-        _fail(UserError(f"no run '{run}' in {store}; `prompt-descent runs` lists them"))
-    except OSError as error:
-        _fail(UserError(f"cannot write the report to {target}: {error.strerror or error}"))
     console.print(f"report: {path}")
     console.print(f"chart:  {path.parent / CHART_NAME}")
 

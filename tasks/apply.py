@@ -119,13 +119,15 @@ def clean_messages(proposal: ProposedPrompt) -> list[dict[str, str]]:
     ]
 
 
-async def apply_gradient(
+@task(name="apply", task_run_name="apply {label}", **STEP_OPTIONS)
+async def apply(
     prompt: Prompt,
     feedback: Feedback,
     history: list[Attempt],
     settings: ModelSettings,
     clean: bool = False,
     rejections: list[str] = (),
+    label: str = "",
 ) -> Candidate:
     messages = apply_messages(prompt, feedback, history, rejections)
     proposal, reply, problem = await _ask_for_prompt(settings, messages)
@@ -152,16 +154,3 @@ async def apply_gradient(
         cleaned, _, _ = await _ask_for_prompt(settings, clean_messages(proposal))
         proposal = cleaned or proposal
     return check_candidate(prompt, proposal, history).model_copy(update={"raw": reply})
-
-
-@task(name="apply", task_run_name="apply {label}", **STEP_OPTIONS)
-async def apply(
-    prompt: Prompt,
-    feedback: Feedback,
-    history: list[Attempt],
-    settings: ModelSettings,
-    clean: bool = False,
-    rejections: list[str] = (),
-    label: str = "",
-) -> Candidate:
-    return await apply_gradient(prompt, feedback, history, settings, clean, rejections)

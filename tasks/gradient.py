@@ -86,13 +86,15 @@ def gradient_messages(
     ]
 
 
-async def build_gradient(
+@task(name="gradient", task_run_name="gradient {label}", **STEP_OPTIONS)
+async def gradient(
     prompt: Prompt,
     examples: list[Example],
     scores: SplitScore,
     settings: ModelSettings,
     mode: str = "metric",
     answers: list[str] = (),
+    label: str = "",
 ) -> Feedback:
     """Metric mode shows the failing examples; feedback mode all of them, worst first."""
     by_id = {e.id: e for e in examples}
@@ -104,16 +106,3 @@ async def build_gradient(
         "gradient", settings, gradient_messages(prompt, cases, mode, answers)
     )
     return Feedback(prompt_id=prompt.id, text=(call.response or "").strip(), failures=len(cases))
-
-
-@task(name="gradient", task_run_name="gradient {label}", **STEP_OPTIONS)
-async def gradient(
-    prompt: Prompt,
-    examples: list[Example],
-    scores: SplitScore,
-    settings: ModelSettings,
-    mode: str = "metric",
-    answers: list[str] = (),
-    label: str = "",
-) -> Feedback:
-    return await build_gradient(prompt, examples, scores, settings, mode, answers)

@@ -201,24 +201,26 @@ def _judge_score(reply: str | None) -> float | None:
     return None if number is None else min(max(number / 10.0, 0.0), 1.0)
 
 
-async def compute_scores(
+@task(name="metric", task_run_name="metric {label}", **PURE_STEP_OPTIONS)
+async def metric(
     spec: MetricSpec,
     prompt_id: str,
     examples: list[Example],
     predictions: list[Prediction],
     judge: ModelSettings,
     concurrency: int,
+    label: str = "",
 ) -> SplitScore:
     """Each prediction with its score; failed predictions keep score 0 and their error."""
-    metric = resolve_metric(spec)
-    if metric is not None:
+    compare = resolve_metric(spec)
+    if compare is not None:
         scored = []
         for example, prediction in zip(examples, predictions, strict=True):
             if prediction.error:
                 scored.append(prediction)
                 continue
             try:
-                value = float(metric(prediction.output, example))
+                value = float(compare(prediction.output, example))
             except Exception as error:  # a user metric failing on one example scores it 0
                 scored.append(prediction.model_copy(update={"error": f"metric: {error}"}))
                 continue
@@ -241,16 +243,3 @@ async def compute_scores(
         prompt_id=prompt_id,
         predictions=[by_id.get(p.example_id, p) for p in predictions],
     )
-
-
-@task(name="metric", task_run_name="metric {label}", **PURE_STEP_OPTIONS)
-async def metric(
-    spec: MetricSpec,
-    prompt_id: str,
-    examples: list[Example],
-    predictions: list[Prediction],
-    judge: ModelSettings,
-    concurrency: int,
-    label: str = "",
-) -> SplitScore:
-    return await compute_scores(spec, prompt_id, examples, predictions, judge, concurrency)

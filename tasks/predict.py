@@ -9,8 +9,13 @@ from prompt_descent.llm.gateway import active_gateway
 from tasks.options import STEP_OPTIONS
 
 
-async def generate_predictions(
-    prompt: Prompt, examples: list[Example], settings: ModelSettings, concurrency: int
+@task(name="predict", task_run_name="predict {label}", **STEP_OPTIONS)
+async def predict(
+    prompt: Prompt,
+    examples: list[Example],
+    settings: ModelSettings,
+    concurrency: int,
+    label: str = "",
 ) -> list[Prediction]:
     """One prediction per example, in order; a failed call is an empty output with its error."""
     calls = await active_gateway().complete_many(
@@ -20,14 +25,3 @@ async def generate_predictions(
         Prediction(example_id=e.id, output=(c.response or "").strip(), error=c.error)
         for e, c in zip(examples, calls, strict=True)
     ]
-
-
-@task(name="predict", task_run_name="predict {label}", **STEP_OPTIONS)
-async def predict(
-    prompt: Prompt,
-    examples: list[Example],
-    settings: ModelSettings,
-    concurrency: int,
-    label: str = "",
-) -> list[Prediction]:
-    return await generate_predictions(prompt, examples, settings, concurrency)

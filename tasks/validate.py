@@ -36,9 +36,9 @@ from prompt_descent.core.config import (
 from prompt_descent.core.reach import TOLERANCE, Group, chance_to_reach, fewest_needed
 from prompt_descent.core.results import Candidate, Validation
 from tasks.decide import AcceptRule
-from tasks.metric import compute_scores
+from tasks.metric import metric
 from tasks.options import STEP_OPTIONS
-from tasks.predict import generate_predictions
+from tasks.predict import predict
 
 
 def hardest_first(examples: list[Example], current: SplitScore) -> list[Example]:
@@ -148,8 +148,8 @@ async def run_race(
             break
         size = len(race.examples) if always_accept else race.next_chunk(scores, concurrency)
         chunk = race.examples[len(scored) : len(scored) + size]
-        predictions = await generate_predictions(prompt, chunk, task_model, concurrency)
-        scored_chunk = await compute_scores(spec, prompt.id, chunk, predictions, judge, concurrency)
+        predictions = await predict.fn(prompt, chunk, task_model, concurrency)
+        scored_chunk = await metric.fn(spec, prompt.id, chunk, predictions, judge, concurrency)
         scored.extend(scored_chunk.predictions)
     return SplitScore(prompt_id=prompt.id, predictions=scored)
 

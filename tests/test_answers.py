@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from prompt_descent import cli
 from prompt_descent.core.config import AnswerSpec, Example, MetricSpec, ModelSettings, Prediction
 from prompt_descent.testing.fake import Script, ScriptedModel
-from tasks.metric import compute_scores
+from tasks.metric import metric
 
 RegisterModel = Callable[[Script], ScriptedModel]
 JUDGE = ModelSettings(model="fake/judge")
@@ -26,7 +26,7 @@ def scored(spec: MetricSpec, pairs: list[tuple[str, str]]) -> list[float]:
         Example(id=f"e{i}", inputs={"input": "x"}, target=t) for i, (_, t) in enumerate(pairs)
     ]
     predictions = [Prediction(example_id=f"e{i}", output=o) for i, (o, _) in enumerate(pairs)]
-    scores = asyncio.run(compute_scores(spec, "p", examples, predictions, JUDGE, 1))
+    scores = asyncio.run(metric.fn(spec, "p", examples, predictions, JUDGE, 1))
     return [p.score for p in scores.predictions]
 
 

@@ -20,7 +20,7 @@ import pytest
 from flows.expand_qa import expand_qa
 from prompt_descent.core.config import ModelSettings, Prompt, RetrySettings
 from prompt_descent.errors import UserError
-from prompt_descent.features.qa import QAPairs, Rephrasings
+from prompt_descent.features.qa import ExpandRequest, QAPairs, Rephrasings
 from prompt_descent.features.registry import register_prompt
 from prompt_descent.llm.gateway import Gateway, activate
 from prompt_descent.llm.structured import (
@@ -88,8 +88,10 @@ def write_texts(path: Path, texts: list[str]) -> Path:
     return path
 
 
-def run_expand(texts: str | Path, store: str, **options: Any) -> Any:
-    return asyncio.run(expand_qa(texts, store=store, **options))
+def run_expand(texts: str | Path, store: str, concurrency: int = 4, **request: Any) -> Any:
+    """The flow itself, awaited as async code does."""
+    work = expand_qa(ExpandRequest(texts=texts, **request), store, concurrency)
+    return asyncio.run(work)
 
 
 def table_rows(store: str, run_id: str) -> list[dict[str, Any]]:
@@ -339,7 +341,7 @@ def test_wrong_placeholder_and_bad_output_are_refused_before_any_call(
     texts = write_texts(tmp_path / "texts.jsonl", ["cats"])
 
     with pytest.raises(UserError, match=r"fills exactly \{text\}"):
-        run_expand(texts, store, qa_prompt_name="other")
+        run_expand(texts, store, qa_prompt="other")
     with pytest.raises(UserError, match=r"\.jsonl or \.parquet"):
         run_expand(texts, store, output=str(tmp_path / "out.csv"))
     assert model.calls == []

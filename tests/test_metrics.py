@@ -1,4 +1,4 @@
-"""The built-in metrics, the LLM judge and user metrics, through compute_scores/resolve_metric."""
+"""The built-in metrics, the LLM judge and user metrics, through the metric step."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from prompt_descent.core.config import Example, MetricSpec, ModelSettings, Predi
 from prompt_descent.errors import UserError
 from prompt_descent.llm.gateway import Gateway, activate
 from prompt_descent.testing.fake import Script, ScriptedModel
-from tasks.metric import compute_scores, resolve_metric
+from tasks.metric import metric, resolve_metric
 
 JUDGE = ModelSettings(model="fake/judge", max_tokens=16)
 
@@ -38,7 +38,7 @@ def scores(
         Prediction(example_id=f"e{i}", output=output, error=errors.get(i))
         for i, (output, _) in enumerate(pairs)
     ]
-    return asyncio.run(compute_scores(spec, "p1", examples, predictions, JUDGE, 2))
+    return asyncio.run(metric.fn(spec, "p1", examples, predictions, JUDGE, 2))
 
 
 def values(spec: MetricSpec, pairs: list[tuple[str, str | None]]) -> list[float]:

@@ -16,11 +16,13 @@ from typer.testing import CliRunner
 
 from flows.deployed import optimize_from_config
 from flows.reoptimize import reoptimize
+from prompt_descent import api
 from prompt_descent.cli import app
 from prompt_descent.core.config import Prompt, RunConfig
 from prompt_descent.core.results import Promotion
+from prompt_descent.errors import UserError
 from prompt_descent.features.registry import current_champion, register_prompt
-from prompt_descent.presentation.report import RunHistory, svg_data_uri, write_report
+from prompt_descent.presentation.report import RunHistory, svg_data_uri
 from prompt_descent.storage.store import Store
 from prompt_descent.testing.demo import STRICT, YES_NO, demo_script
 from prompt_descent.testing.fake import Script, ScriptedModel
@@ -198,5 +200,6 @@ def test_report_of_an_unknown_run_is_a_one_line_error(tmp_path: Path) -> None:
     store = Store(tmp_path / "runs.duckdb")
     result = CliRunner().invoke(app, ["report", "nope", "--store", str(store.path)])
     assert result.exit_code == 2
-    with pytest.raises(KeyError):
-        write_report(store, "nope", tmp_path)
+    assert result.output.startswith("error: ") and result.output.count("\n") == 1
+    with pytest.raises(UserError):
+        api.write_report("nope", store.path, tmp_path)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated
 
 import duckdb
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from prompt_descent.core.config import DatasetSpec
 from prompt_descent.core.results import Record, Usage
@@ -28,6 +28,9 @@ REWORDINGS = 3
 OUTPUT_FORMATS = {".jsonl": "jsonl", ".parquet": "parquet"}
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+PathText = Annotated[
+    str, BeforeValidator(lambda value: str(value) if isinstance(value, Path) else value)
+]
 
 
 class Shape(BaseModel):
@@ -79,6 +82,22 @@ class ExpandedQA(Record):
     error: str | None = None
 
 
+class ExpandRequest(Record):
+    """What to expand, with which registered prompts, and the file the rows also go to.
+
+    `texts` is a JSONL/CSV/Parquet file with a `text_column`, or a DuckDB query (run
+    against `database`, in memory if None).
+    """
+
+    texts: PathText
+    qa_prompt: str = "qa-pairs"
+    rephrase_prompt: str = "rephrase-question"
+    output: PathText | None = None
+    text_column: str = "text"
+    id_column: str | None = None
+    database: str | None = None
+
+
 class ExpandSummary(Record):
     run_id: str
     status: str
@@ -125,17 +144,16 @@ def save_expanded_qa(store: Store, run_id: str, rows: list[ExpandedQA]) -> None:
 _QUERY = re.compile(r"^\s*(select|with|from|values|table|pivot|unpivot)\b", re.IGNORECASE)
 
 
-def text_source(
-    texts: str | Path,
-    text_column: str = "text",
-    id_column: str | None = None,
-    database: str | None = None,
-) -> DatasetSpec:
-    """A file (JSONL, CSV, Parquet) or a DuckDB query, as a dataset of {text} inputs."""
-    common = {"fields": {QA_PLACEHOLDER: text_column}, "target": None, "id": id_column}
-    if isinstance(texts, str) and _QUERY.match(texts):
-        return DatasetSpec(query=texts, database=database, **common)
-    return DatasetSpec(path=str(texts), **common)
+def text_source(request: ExpandRequest) -> DatasetSpec:
+    """The request's file (JSONL, CSV, Parquet) or DuckDB query, as a dataset of {text} inputs."""
+    common = {
+        "fields": {QA_PLACEHOLDER: request.text_column},
+        "target": None,
+        "id": request.id_column,
+    }
+    if _QUERY.match(request.texts):
+        return DatasetSpec(query=request.texts, database=request.database, **common)
+    return DatasetSpec(path=request.texts, **common)
 
 
 def output_format(output: str | Path | None) -> str | None:
@@ -213,6 +231,18 @@ def write_output(run_id: str, rows: list[ExpandedQA], path: str | Path) -> Path:
     )
     pq.write_table(pa.Table.from_pylist(records, schema=schema), target)
     return target
+
+
+def check_request(
+    request: ExpandRequest, store: Store
+) -> tuple[RegisteredPrompt, RegisteredPrompt]:
+    """The request's QA and rephrase prompts, or a UserError; no text is read yet, so this
+    is quick enough to run before a flow run starts."""
+    output_format(request.output)
+    return (
+        registered_prompt(request.qa_prompt, QA_PLACEHOLDER, store),
+        registered_prompt(request.rephrase_prompt, REPHRASE_PLACEHOLDER, store),
+    )
 
 
 def registered_prompt(name: str, placeholder: str, store: Store) -> RegisteredPrompt:

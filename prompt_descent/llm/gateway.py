@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 import litellm
 from litellm.llms.custom_llm import CustomLLM
 from litellm.utils import _get_retry_after_from_exception_header, custom_llm_setup
+from pydantic import BaseModel, ConfigDict
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -159,6 +160,21 @@ def request_params(
     return params
 
 
+class Request(BaseModel):
+    """What every call of a fan-out sends besides its messages: its role, the model and
+    sampling, and the reply format."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    role: str
+    settings: ModelSettings
+    json_mode: bool = False
+    response_format: dict[str, Any] | None = None
+
+    def params(self) -> dict[str, Any]:
+        return request_params(self.settings, self.json_mode, self.response_format)
+
+
 class RemoteCalls(Protocol):
     """Makes a fan-out's uncached calls elsewhere (e.g. on a Dask cluster) and returns
     their records in order; the run's gateway keeps the cache, budget, usage and journal."""
@@ -166,13 +182,7 @@ class RemoteCalls(Protocol):
     def takes(self, calls: int) -> bool: ...
 
     async def complete(
-        self,
-        role: str,
-        settings: ModelSettings,
-        conversations: list[list[dict[str, str]]],
-        json_mode: bool,
-        response_format: dict[str, Any] | None,
-        retry: RetrySettings,
+        self, request: Request, conversations: list[list[dict[str, str]]], retry: RetrySettings
     ) -> list[CallRecord]: ...
 
 
@@ -397,12 +407,17 @@ class Gateway:
         Raises TooManyFailures when more than the configured fraction of them failed.
         """
         if self.remote is not None and self.remote.takes(len(conversations)):
-            calls = await self._complete_remotely(
-                role, settings, conversations, json_mode, response_format
+            request = Request(
+                role=role, settings=settings, json_mode=json_mode, response_format=response_format
             )
+            calls = await self._complete_remotely(request, conversations)
         else:
-            calls = await self._complete_here(
-                role, settings, conversations, concurrency, json_mode, response_format
+            calls = await fan_out(
+                [
+                    partial(self.complete, role, settings, m, json_mode, response_format)
+                    for m in conversations
+                ],
+                concurrency,
             )
         failed = [c for c in calls if c.error]
         if calls and len(failed) / len(calls) > self.retry.max_failed_fraction:
@@ -412,36 +427,16 @@ class Gateway:
             )
         return calls
 
-    async def _complete_here(
-        self,
-        role: str,
-        settings: ModelSettings,
-        conversations: Sequence[list[dict[str, str]]],
-        concurrency: int,
-        json_mode: bool,
-        response_format: dict[str, Any] | None,
-    ) -> list[CallRecord]:
-        return await fan_out(
-            [
-                partial(self.complete, role, settings, m, json_mode, response_format)
-                for m in conversations
-            ],
-            concurrency,
-        )
-
     async def _complete_remotely(
-        self,
-        role: str,
-        settings: ModelSettings,
-        conversations: Sequence[list[dict[str, str]]],
-        json_mode: bool,
-        response_format: dict[str, Any] | None,
+        self, request: Request, conversations: Sequence[list[dict[str, str]]]
     ) -> list[CallRecord]:
         """Cache hits here; the rest reserved against the budget, made remotely, settled here
         (journaled when they come back, so a run killed meanwhile pays them again)."""
-        params = request_params(settings, json_mode, response_format)
+        params = request.params()
         calls = [
-            self._served_from_cache(call_key(settings.model, m, params), role, m, params)
+            self._served_from_cache(
+                call_key(request.settings.model, m, params), request.role, m, params
+            )
             for m in conversations
         ]
         missing = [i for i, call in enumerate(calls) if call is None]
@@ -451,12 +446,7 @@ class Gateway:
                 self._reserve()
                 reserved += 1
             made = await self.remote.complete(
-                role,
-                settings,
-                [conversations[i] for i in missing],
-                json_mode,
-                response_format,
-                self.retry,
+                request, [conversations[i] for i in missing], self.retry
             )
         except BaseException:
             with self._lock:

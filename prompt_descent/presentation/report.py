@@ -17,6 +17,7 @@ from typing import Any
 from prompt_descent.core.config import Prompt
 from prompt_descent.core.results import RegisteredPrompt, Usage
 from prompt_descent.presentation.chart import Proposal, score_chart
+from prompt_descent.presentation.text import score_text
 from prompt_descent.storage.store import Store
 
 CHART_NAME = "scores.svg"
@@ -126,10 +127,6 @@ def _e(value: object) -> str:
     return html.escape("" if value is None else str(value))
 
 
-def _score(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
 def _time(value: Any) -> str:
     return "-" if value is None else f"{value:%Y-%m-%d %H:%M:%S}"
 
@@ -163,8 +160,8 @@ def _diff_html(before: Prompt, after: Prompt) -> str:
 def _summary_html(history: RunHistory) -> str:
     run, usage = history.run, history.usage
     rows = [
-        ("val", _score(run["baseline_val"]), _score(run["best_val"])),
-        ("test", _score(run["baseline_test"]), _score(run["best_test"])),
+        ("val", score_text(run["baseline_val"]), score_text(run["best_val"])),
+        ("test", score_text(run["baseline_test"]), score_text(run["best_test"])),
         ("prompt", run["baseline_prompt"], run["best_prompt"]),
     ]
     table = "".join(
@@ -193,7 +190,7 @@ def _history_html(history: RunHistory) -> str:
     run, prompts = history.run, history.prompts
     baseline = run["baseline_prompt"]
     parts = [
-        f"<h3>Baseline {_e(baseline)} (val {_score(run['baseline_val'])})</h3>",
+        f"<h3>Baseline {_e(baseline)} (val {score_text(run['baseline_val'])})</h3>",
         _prompt_html(prompts.get(baseline), baseline),
     ]
     previous = baseline
@@ -234,7 +231,7 @@ _COLUMNS = (
 
 def _cell(column: str, value: object) -> str:
     if column in {"batch_before", "batch_after", "val_before", "val_after"}:
-        return f"<td class=num>{_score(value)}</td>"  # type: ignore[arg-type]
+        return f"<td class=num>{score_text(value)}</td>"  # type: ignore[arg-type]
     if column == "accepted":
         return f"<td>{'yes' if value else 'no'}</td>"
     if column == "cost_usd":
@@ -274,9 +271,8 @@ def render_html(history: RunHistory, chart: str) -> str:
     )
 
 
-def write_report(store: Store, run_id: str, out_dir: str | Path) -> Path:
+def save_report(history: RunHistory, out_dir: str | Path) -> Path:
     """Write `report.html` (the chart embedded) and `scores.svg` into out_dir; returns the HTML."""
-    history = RunHistory.load(store, run_id)
     chart = chart_svg(history)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

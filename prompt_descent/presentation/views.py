@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from rich.console import Group
 from rich.table import Table
@@ -11,11 +12,8 @@ from rich.text import Text
 from prompt_descent.core.config import Prompt
 from prompt_descent.core.results import RunSummary
 from prompt_descent.features.registry import RegisteredPrompt
-from prompt_descent.storage.store import Store
-
-
-def _score(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
+from prompt_descent.presentation.report import RunHistory
+from prompt_descent.presentation.text import score_text
 
 
 def summary_table(run: RunSummary) -> Table:
@@ -23,8 +21,8 @@ def summary_table(run: RunSummary) -> Table:
     table.add_column("")
     table.add_column("baseline", justify="right")
     table.add_column("best", justify="right")
-    table.add_row("val", _score(run.baseline_val), _score(run.best_val))
-    table.add_row("test", _score(run.baseline_test), _score(run.best_test))
+    table.add_row("val", score_text(run.baseline_val), score_text(run.best_val))
+    table.add_row("test", score_text(run.baseline_test), score_text(run.best_test))
     table.add_row("prompt", run.baseline_prompt, run.best_prompt)
     table.add_section()
     table.add_row("steps", "", str(run.steps))
@@ -43,8 +41,8 @@ def summary_table(run: RunSummary) -> Table:
     return table
 
 
-def runs_table(store: Store) -> Table:
-    table = Table(title=f"runs in {store.path}")
+def runs_table(runs: list[dict[str, Any]], store_path: str | Path) -> Table:
+    table = Table(title=f"runs in {store_path}")
     for column in (
         "run",
         "name",
@@ -62,7 +60,7 @@ def runs_table(store: Store) -> Table:
         "cost",
     ):
         table.add_column(column)
-    for r in store.run_list():
+    for r in runs:
         table.add_row(
             r["run_id"],
             r["name"],
@@ -70,10 +68,10 @@ def runs_table(store: Store) -> Table:
             r["model"] or "-",
             r["status"],
             f"{r['started_at']:%Y-%m-%d %H:%M}",
-            _score(r["baseline_val"]),
-            _score(r["best_val"]),
-            _score(r["baseline_test"]),
-            _score(r["best_test"]),
+            score_text(r["baseline_val"]),
+            score_text(r["best_val"]),
+            score_text(r["baseline_test"]),
+            score_text(r["best_test"]),
             str(r["proposals"] or 0),
             str(r["accepted"] or 0),
             str(r["calls"]),
@@ -91,10 +89,9 @@ def prompt_diff(before: Prompt, after: Prompt) -> Text:
     return text
 
 
-def run_history(store: Store, run_id: str) -> Group:
-    if store.run_row(run_id) is None:
-        raise KeyError(run_id)
-    table = Table(title=f"iterations of {run_id}")
+def history_view(history: RunHistory) -> Group:
+    """Every proposal of a run: its scores, the decision and why, and the prompt diff."""
+    table = Table(title=f"iterations of {history.run['run_id']}")
     for column in (
         "step",
         "prop.",
@@ -110,16 +107,15 @@ def run_history(store: Store, run_id: str) -> Group:
         "s",
     ):
         table.add_column(column)
-    iterations = store.iterations(run_id)
     parts: list = [table]
-    for it in iterations:
+    for it in history.iterations:
         table.add_row(
             str(it["step"]),
             str(it["proposal"]),
-            _score(it["batch_before"]),
-            _score(it["batch_after"]),
-            _score(it["val_before"]),
-            _score(it["val_after"]),
+            score_text(it["batch_before"]),
+            score_text(it["batch_after"]),
+            score_text(it["val_before"]),
+            score_text(it["val_after"]),
             str(it["val_examples_scored"]),
             "yes" if it["accepted"] else "no",
             it["reason"],
@@ -128,7 +124,8 @@ def run_history(store: Store, run_id: str) -> Group:
             f"{it['seconds']:.1f}",
         )
         if it["candidate_prompt"]:
-            before, after = store.prompt(it["current_prompt"]), store.prompt(it["candidate_prompt"])
+            before = history.prompts.get(it["current_prompt"])
+            after = history.prompts.get(it["candidate_prompt"])
             if before and after:
                 verdict = "accepted" if it["accepted"] else "rejected"
                 parts.append(
@@ -168,8 +165,8 @@ def prompts_table(entries: list[RegisteredPrompt], store_path: str | Path) -> Ta
             f"{s.top_p:g}",
             f"{s.frequency_penalty:g}",
             str(s.max_tokens),
-            _score(e.val_score),
-            _score(e.test_score),
+            score_text(e.val_score),
+            score_text(e.test_score),
             e.prompt.id,
             e.run_id or "",
             f"{e.created_at:%Y-%m-%d %H:%M}" if e.created_at else "",
@@ -189,7 +186,7 @@ def prompt_details(entry: RegisteredPrompt) -> Group:
         f"temperature {s.temperature:g}, top_p {s.top_p:g}, "
         f"frequency_penalty {s.frequency_penalty:g}, max_tokens {s.max_tokens}",
     )
-    facts.add_row("val / test", f"{_score(entry.val_score)} / {_score(entry.test_score)}")
+    facts.add_row("val / test", f"{score_text(entry.val_score)} / {score_text(entry.test_score)}")
     facts.add_row("run", entry.run_id or "(registered without a run)")
     return Group(
         header,

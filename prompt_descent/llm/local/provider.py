@@ -69,20 +69,8 @@ class LocalProvider(CustomLLM):
             raise LocalModelError(str(exc), model) from None
         return _fill(model_response, model, raw)
 
-    async def acompletion(  # type: ignore[override]
-        self,
-        model: str,
-        messages: list,
-        *args: Any,
-        model_response: ModelResponse,
-        optional_params: dict,
-        **kwargs: Any,
-    ) -> ModelResponse:
-        try:
-            raw = await asyncio.to_thread(run_chat, model, messages, optional_params)
-        except ModelError as exc:
-            raise LocalModelError(str(exc), model) from None
-        return _fill(model_response, model, raw)
+    async def acompletion(self, *args: Any, **kwargs: Any) -> ModelResponse:  # type: ignore[override]
+        return await asyncio.to_thread(self.completion, *args, **kwargs)
 
 
 def register() -> None:
