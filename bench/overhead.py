@@ -58,6 +58,7 @@ import tasks.decide
 import tasks.gradient
 import tasks.metric
 import tasks.predict
+import tasks.score
 import tasks.validate
 from prompt_descent.core.config import DatasetSpec, ModelSettings, Prompt, RunConfig, Splits
 from prompt_descent.core.datasets import load_examples, split_examples
@@ -107,9 +108,6 @@ def _timed(key: str, function):
 
 
 def instrument() -> None:
-    # task call (engine + body) as the flow sees it
-    for name in ("predict", "metric", "gradient", "apply", "validate", "decide"):
-        setattr(flows.optimize, name, _timed_async(f"task:{name}", getattr(flows.optimize, name)))
     # task bodies: the step functions the tasks decorate
     for step in (
         tasks.predict.predict,
@@ -120,6 +118,19 @@ def instrument() -> None:
         tasks.decide.decide,
     ):
         step.fn = _timed_async(f"body:{step.name}", step.fn)
+    # task call (engine + body) as the flow sees it
+    for module, name in (
+        (tasks.score, "predict"),
+        (tasks.score, "metric"),
+        (flows.optimize, "gradient"),
+        (flows.optimize, "apply"),
+        (flows.optimize, "validate"),
+        (flows.optimize, "decide"),
+    ):
+        step = getattr(module, name)
+        timed = _timed_async(f"task:{name}", step)
+        timed.fn = step.fn  # the scorer calls predict.fn and metric.fn inside validate
+        setattr(module, name, timed)
     for name in ("save_step", "finish_run", "start_run", "cached_calls", "run_usage",
                  "versions", "__init__"):  # fmt: skip
         setattr(store.Store, name, _timed(f"duckdb:{name}", getattr(store.Store, name)))

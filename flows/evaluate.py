@@ -10,8 +10,8 @@ from prompt_descent.llm.gateway import check_model
 from prompt_descent.runtime.lifecycle import OpenRun, recorded_run
 from prompt_descent.storage.store import Store
 from prompt_descent.storage.writer import RunWriter
-from tasks.metric import metric, resolve_metric
-from tasks.predict import predict
+from tasks.metric import resolve_metric
+from tasks.score import Scorer
 
 
 def prepare_evaluation(spec: MetricSpec, models: Models) -> None:
@@ -49,10 +49,10 @@ async def evaluate_prompt(
     ) as opened:
         recorder = RunWriter(store, opened.gateway, run_id)
         label = f"{split} {prompt.id}"
-        outputs = await predict(prompt, examples, models.task, concurrency, label=label)
-        scores = await metric(
-            spec, prompt.id, examples, outputs, models.judge, concurrency, label=label
+        scorer = Scorer(
+            metric=spec, task_model=models.task, judge=models.judge, concurrency=concurrency
         )
+        scores = await scorer.score(prompt, examples, label)
         recorder.evaluation(prompt, split, scores, label)
     if scores is None:
         raise RunStopped(opened.stop_reason or "stopped")

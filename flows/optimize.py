@@ -17,7 +17,16 @@ from prompt_descent.core.batching import minibatches, planned_steps
 from prompt_descent.core.config import Example, Models, Prompt, RunConfig, SplitScore
 from prompt_descent.core.context import fit_to_context
 from prompt_descent.core.datasets import DataSplits, load_examples, split_examples
-from prompt_descent.core.results import Attempt, RegisteredPrompt, RunSummary
+from prompt_descent.core.results import (
+    Attempt,
+    Candidate,
+    Decision,
+    Feedback,
+    RegisteredPrompt,
+    RunSummary,
+    Usage,
+    Validation,
+)
 from prompt_descent.features.promotion import incomparable, promote_run, record_promotion
 from prompt_descent.features.registry import current_champion, register_prompt, registered_by
 from prompt_descent.llm.gateway import Gateway, check_api_base, check_model
@@ -28,8 +37,8 @@ from prompt_descent.storage.writer import RunWriter
 from tasks.apply import apply
 from tasks.decide import AcceptRule, decide
 from tasks.gradient import answer_space, gradient
-from tasks.metric import metric, resolve_metric
-from tasks.predict import predict
+from tasks.metric import resolve_metric
+from tasks.score import Scorer
 from tasks.validate import validate
 
 
@@ -68,6 +77,13 @@ def _model_field(config: RunConfig, role: str) -> str | None:
     return None
 
 
+def outcome(validation: Validation, decision: Decision) -> str:
+    """What the history tells apply about a tried prompt."""
+    if validation.val_after is not None:
+        return f"val {validation.val_after:.3f}"
+    return f"rejected: {decision.reason}"
+
+
 @dataclass
 class Trainer:
     """The state one run carries from step to step."""
@@ -81,40 +97,40 @@ class Trainer:
     current: Prompt
     current_val: SplitScore | None = None
     answers: list[str] = field(default_factory=list)  # the label set, shown to the gradient
+    paying_since: tuple[float, Usage] = (0.0, Usage())  # see start_paying
 
-    # Large inputs are passed in quote(): Prefect would otherwise walk every example and
-    # prediction looking for futures (tens of ms per task run); they still key the cache.
-    async def evaluate(self, prompt: Prompt, split: str, examples: list[Example], label: str):
+    @property
+    def scorer(self) -> Scorer:
         config = self.config
-        outputs = await predict(
-            prompt, quote(examples), config.models.task, config.concurrency, label=label
+        return Scorer(
+            metric=config.metric,
+            task_model=config.models.task,
+            judge=config.models.judge,
+            concurrency=config.concurrency,
         )
-        scores = await metric(
-            config.metric,
-            prompt.id,
-            quote(examples),
-            quote(outputs),
-            config.models.judge,
-            config.concurrency,
-            label=label,
-        )
+
+    async def evaluate(self, prompt: Prompt, split: str, examples: list[Example], label: str):
+        scores = await self.scorer.score(prompt, examples, label)
         self.recorder.evaluation(prompt, split, scores, label)
         return scores
 
+    @property
+    def rule(self) -> AcceptRule:
+        feedback_mode = self.config.mode == "feedback"
+        return AcceptRule(
+            always_accept=feedback_mode and self.config.feedback.always_accept,
+            early_reject_chance=self.config.early_reject_chance,
+        )
+
     async def step(self, step: int, batch: list[Example], history: list[Attempt]):
         """Up to max_proposals candidates for one batch; stops at the first accepted one."""
-        config, models, logger = self.config, self.config.models, get_run_logger()
-        feedback_mode = config.mode == "feedback"
-        rule = AcceptRule(
-            always_accept=feedback_mode and config.feedback.always_accept,
-            early_reject_chance=config.early_reject_chance,
-        )
+        config, models = self.config, self.config.models
+        clean = config.mode == "feedback" and config.feedback.clean
         batch_scores = await self.evaluate(self.current, "train", batch, f"step {step}")
         if batch_scores.score >= 1.0:
             self.recorder.skipped(step, batch, self.current, batch_scores.score)
             return
-        # the one gradient of the batch is paid for by its first proposal
-        started, usage_before = time.monotonic(), self.gateway.usage.model_copy()
+        self.start_paying()  # the one gradient of the batch is paid for by its first proposal
         feedback = await gradient(
             self.current,
             batch,
@@ -124,17 +140,12 @@ class Trainer:
             self.answers,
             label=f"step {step}",
         )
-        unusable: list[str] = []
+        unusable: list[str] = []  # why earlier proposals had no prompt, for apply to avoid
         for proposal in range(1, config.max_proposals + 1):
             label = f"step {step} proposal {proposal}"
+            recent = history[-config.history_size :]
             candidate = await apply(
-                self.current,
-                feedback,
-                history[-config.history_size :],
-                models.apply,
-                feedback_mode and config.feedback.clean,
-                unusable,
-                label=label,
+                self.current, feedback, recent, models.apply, clean, unusable, label=label
             )
             validation = await validate(
                 candidate,
@@ -142,50 +153,61 @@ class Trainer:
                 batch_scores,
                 quote(self.splits.val),
                 quote(self.current_val),
-                config.metric,
-                models.task,
-                models.judge,
-                config.concurrency,
-                rule,
+                self.scorer,
+                self.rule,
                 label=label,
             )
-            decision = await decide(validation, rule, label=label)
-            self.run.proposals += 1
-            row = self.recorder.proposal(
-                step,
-                proposal,
-                batch,
-                self.current,
-                feedback,
-                candidate,
-                validation,
-                decision,
-                self.gateway.usage.minus(usage_before),
-                time.monotonic() - started,
-            )
-            await self.publisher.proposal(row)
-            logger.info(
-                "%s: %s (%s)",
-                label,
-                "accepted" if decision.accepted else "rejected",
-                decision.reason,
-            )
-            started, usage_before = time.monotonic(), self.gateway.usage.model_copy()
+            decision = await decide(validation, self.rule, label=label)
+            await self.record(step, proposal, batch, feedback, candidate, validation, decision)
             if candidate.prompt is None:  # not in the history: apply is told apart
                 unusable.append(decision.reason)
                 continue
-            outcome = (
-                f"val {validation.val_after:.3f}"
-                if validation.val_after is not None
-                else f"rejected: {decision.reason}"
-            )
-            history.append(Attempt(prompt=candidate.prompt, outcome=outcome))
+            history.append(Attempt(prompt=candidate.prompt, outcome=outcome(validation, decision)))
             if decision.accepted and validation.val is not None:
-                await self.publisher.accepted(step, self.current, candidate.prompt, decision.reason)
-                self.current, self.current_val = candidate.prompt, validation.val
-                self.run.best_prompt, self.run.best_val = self.current.id, validation.val.score
-                self.run.accepted += 1
+                await self.accept(step, candidate.prompt, validation.val, decision.reason)
                 return
+
+    def start_paying(self) -> None:
+        """From now, the calls and time are the next proposal's."""
+        self.paying_since = (time.monotonic(), self.gateway.usage.model_copy())
+
+    async def record(
+        self,
+        step: int,
+        proposal: int,
+        batch: list[Example],
+        feedback: Feedback,
+        candidate: Candidate,
+        validation: Validation,
+        decision: Decision,
+    ) -> None:
+        """The proposal's row, its artifact and its log line; the next proposal pays anew."""
+        started, usage_before = self.paying_since
+        self.run.proposals += 1
+        row = self.recorder.proposal(
+            step,
+            proposal,
+            batch,
+            self.current,
+            feedback,
+            candidate,
+            validation,
+            decision,
+            self.gateway.usage.minus(usage_before),
+            time.monotonic() - started,
+        )
+        await self.publisher.proposal(row)
+        verdict = "accepted" if decision.accepted else "rejected"
+        get_run_logger().info(
+            "step %d proposal %d: %s (%s)", step, proposal, verdict, decision.reason
+        )
+        self.start_paying()
+
+    async def accept(self, step: int, prompt: Prompt, val: SplitScore, reason: str) -> None:
+        await self.publisher.accepted(step, self.current, prompt, reason)
+        self.current, self.current_val = prompt, val
+        self.run.best_prompt, self.run.best_val = prompt.id, val.score
+        self.run.accepted += 1
 
     def known_held_out(self, prompt_id: str) -> float | None:
         """A prompt's score on the held-out split (test, else val), if the run scored it."""

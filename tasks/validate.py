@@ -25,20 +25,12 @@ from functools import cached_property
 
 from prefect import task
 
-from prompt_descent.core.config import (
-    Example,
-    MetricSpec,
-    ModelSettings,
-    Prediction,
-    Prompt,
-    SplitScore,
-)
+from prompt_descent.core.config import Example, Prediction, Prompt, SplitScore
 from prompt_descent.core.reach import TOLERANCE, Group, chance_to_reach, fewest_needed
 from prompt_descent.core.results import Candidate, Validation
 from tasks.decide import AcceptRule
-from tasks.metric import metric
 from tasks.options import STEP_OPTIONS
-from tasks.predict import predict
+from tasks.score import Scorer
 
 
 def hardest_first(examples: list[Example], current: SplitScore) -> list[Example]:
@@ -131,26 +123,16 @@ class Race:
         return fewest
 
 
-async def run_race(
-    prompt: Prompt,
-    race: Race,
-    spec: MetricSpec,
-    task_model: ModelSettings,
-    judge: ModelSettings,
-    concurrency: int,
-    always_accept: bool,
-) -> SplitScore:
+async def run_race(prompt: Prompt, race: Race, scorer: Scorer, always_accept: bool) -> SplitScore:
     """The candidate's scores until the race is lost (all of them with `always_accept`)."""
     scored: list[Prediction] = []
     while len(scored) < len(race.examples):
         scores = [p.score for p in scored]
         if not always_accept and race.lost(scores):
             break
-        size = len(race.examples) if always_accept else race.next_chunk(scores, concurrency)
+        size = len(race.examples) if always_accept else race.next_chunk(scores, scorer.concurrency)
         chunk = race.examples[len(scored) : len(scored) + size]
-        predictions = await predict.fn(prompt, chunk, task_model, concurrency)
-        scored_chunk = await metric.fn(spec, prompt.id, chunk, predictions, judge, concurrency)
-        scored.extend(scored_chunk.predictions)
+        scored.extend((await scorer.score_within_step(prompt, chunk)).predictions)
     return SplitScore(prompt_id=prompt.id, predictions=scored)
 
 
@@ -169,10 +151,7 @@ async def validate(
     current_batch: SplitScore,
     val: list[Example],
     current_val: SplitScore,
-    spec: MetricSpec,
-    task_model: ModelSettings,
-    judge: ModelSettings,
-    concurrency: int,
+    scorer: Scorer,
     rule: AcceptRule,
     label: str = "",
 ) -> Validation:
@@ -183,9 +162,7 @@ async def validate(
     prompt = candidate.prompt
 
     batch_race = Race(hardest_first(batch, current_batch), current_batch, strict=True)
-    on_batch = await run_race(
-        prompt, batch_race, spec, task_model, judge, concurrency, rule.always_accept
-    )
+    on_batch = await run_race(prompt, batch_race, scorer, rule.always_accept)
     scores = _scores(on_batch)
     result = result.model_copy(update={"batch": on_batch})
     complete = len(scores) == len(batch)
@@ -203,9 +180,7 @@ async def validate(
     chance = rule.early_reject_chance
     order = in_turn(val, current_val) if chance > 0 else hardest_first(val, current_val)
     val_race = Race(order, current_val, strict=False, early_reject_chance=chance)
-    on_val = await run_race(
-        prompt, val_race, spec, task_model, judge, concurrency, rule.always_accept
-    )
+    on_val = await run_race(prompt, val_race, scorer, rule.always_accept)
     scores = _scores(on_val)
     result = result.model_copy(update={"val": on_val, "val_examples_scored": len(scores)})
     if rule.always_accept or not val_race.lost(scores):
