@@ -1,4 +1,4 @@
-"""A deterministic demo model for the contains-answer example, with no real model.
+"""A deterministic demo model for the example configs, with no real model.
 
 `PROMPT_DESCENT_FAKE_SCRIPT=prompt_descent.testing.demo:demo_script` serves it as `fake/...`
 models (see prompt_descent/llm/gateway.py), in this process and in the flow runs a Prefect
@@ -54,8 +54,22 @@ def _current_prompt(message: str) -> tuple[str, str]:
     raise ValueError("no prompt in the message")
 
 
+def _qa_reply(system: str, user: str) -> str | None:
+    """The examples' QA prompts (examples/qa_pairs.yaml, rephrase.yaml): well-formed JSON."""
+    if '"pairs"' in system and user.startswith("Text: "):
+        sentence = user.removeprefix("Text: ").split(". ")[0].rstrip(".")
+        return json.dumps({"pairs": [{"question": f"What does the text say? ({sentence[:40]})",
+                                      "answer": sentence}]})  # fmt: skip
+    if '"rephrasings"' in system and user.startswith("Question: "):
+        question = user.removeprefix("Question: ").rstrip("?")
+        forms = ("Tell me: {}?", "I would like to know: {}?", "Could you say: {}?")
+        return json.dumps({"rephrasings": [form.format(question) for form in forms]})
+    return None
+
+
 def demo_script(model: str, messages: list[dict[str, str]]) -> str:
-    """A stand-in for every role on the contains-answer task (text + question -> yes/no).
+    """A stand-in for every role on the contains-answer task (text + question -> yes/no),
+    and a task model that answers the QA examples' prompts with valid JSON.
 
     The task model rambles until the prompt asks for yes or no; then it answers by word
     overlap, more strictly once the prompt says the text must contain the answer. The
@@ -76,6 +90,9 @@ def demo_script(model: str, messages: list[dict[str, str]]) -> str:
         return json.dumps({"system": improved, "template": template})
     if system.startswith("You grade answers"):
         return "10"
+    qa = _qa_reply(system, user)
+    if qa is not None:
+        return qa
     text, question = _field(user, "Text"), _field(user, "Question")
     if YES_NO not in system:
         return f"The text is about {' '.join(text.split()[:4])}."
