@@ -29,7 +29,7 @@ from prompt_descent.core.results import (
 )
 from prompt_descent.features.promotion import incomparable, promote_run, record_promotion
 from prompt_descent.features.registry import current_champion, register_prompt, registered_by
-from prompt_descent.llm.gateway import Gateway, check_api_base, check_model
+from prompt_descent.llm.gateway import Gateway, check_api_base, check_model, outside_budget
 from prompt_descent.runtime.lifecycle import OpenRun, recorded_run
 from prompt_descent.storage.database import check_writable
 from prompt_descent.storage.store import Store
@@ -110,7 +110,9 @@ class Trainer:
         )
 
     async def evaluate(self, prompt: Prompt, split: str, examples: list[Example], label: str):
-        scores = await self.scorer.score(prompt, examples, label)
+        unbudgeted = split == "test" and self.config.budget.covers == "optimization"
+        with outside_budget() if unbudgeted else contextlib.nullcontext():
+            scores = await self.scorer.score(prompt, examples, label)
         self.recorder.evaluation(prompt, split, scores, label)
         return scores
 

@@ -93,3 +93,19 @@ def test_a_budget_stops_the_run_cleanly_and_keeps_the_best_prompt(
         assert budget["max_tokens"] <= tokens < budget["max_tokens"] + largest_call * 4
     if "max_cost_usd" in budget:
         assert budget["max_cost_usd"] <= cost < budget["max_cost_usd"] + largest_call * 4 * 0.001
+
+
+@pytest.mark.parametrize(("covers", "test_calls"), [("run", 0), ("optimization", 10)])
+def test_a_budget_for_the_optimization_alone_leaves_out_scoring_the_test_split(
+    tmp_path: Path, priced_fake_model: ScriptedModel, covers: str, test_calls: int
+) -> None:
+    """With covers: optimization the 10 test predictions are paid on top of the 30 calls."""
+    run = config(tmp_path, {"max_llm_calls": 30, "covers": covers})
+    summary = asyncio.run(optimize_prompt(run))
+
+    assert summary.status == "stopped"
+    assert "max_llm_calls=30" in summary.stop_reason
+    assert summary.baseline_test is not None
+    with duckdb.connect(str(tmp_path / "runs.duckdb"), read_only=True) as con:
+        (recorded,) = con.execute("SELECT count(*) FROM llm_calls").fetchone()
+    assert recorded == summary.usage.calls == 30 + test_calls

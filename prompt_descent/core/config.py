@@ -254,6 +254,11 @@ class Budget(Strict):
     max_cost_usd: float | None = Field(None, gt=0)
     max_tokens: int | None = Field(None, ge=1)
     max_seconds: float | None = Field(None, gt=0)
+    covers: Literal["run", "optimization"] = Field(
+        "run",
+        description="run: every call the run makes; optimization: all but scoring the "
+        "baseline and the best prompt on the test split (those are still paid and recorded).",
+    )
 
 
 class DaskSettings(Strict):

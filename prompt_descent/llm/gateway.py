@@ -25,7 +25,8 @@ import json
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import partial
 from importlib.metadata import entry_points
@@ -227,6 +228,21 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}"[:500]
 
 
+# Set while the calls made are not charged to the budget (see `outside_budget`).
+_outside_budget: ContextVar[bool] = ContextVar("outside_budget", default=False)
+
+
+@contextmanager
+def outside_budget() -> Iterator[None]:
+    """The calls made inside are paid, recorded and in the usage as any other, but not
+    charged to the budget: `budget.covers: optimization` scores the test split so."""
+    token = _outside_budget.set(True)
+    try:
+        yield
+    finally:
+        _outside_budget.reset(token)
+
+
 class Gateway:
     """The calls of one run: cache, retries, budget, usage, and the journal."""
 
@@ -246,6 +262,7 @@ class Gateway:
         self.before_request = before_request  # e.g. a shared rate limit, awaited per attempt
         self.remote = remote
         self.usage = (spent or Usage()).model_copy()
+        self.unbudgeted = Usage()  # the part of `usage` made outside_budget()
         self._stored: Mapping[str, CallRecord] = cache or {}  # read, never copied: it is large
         self._cache: dict[str, CallRecord] = {}  # this run's calls
         self._unsaved: list[CallRecord] = []
@@ -259,7 +276,7 @@ class Gateway:
 
     def exhausted_because(self) -> str | None:
         """Why no further call may be issued, or None."""
-        b, u = self.budget, self.usage
+        b, u = self.budget, self.usage.minus(self.unbudgeted)
         if b.max_llm_calls is not None and u.calls + self._in_flight >= b.max_llm_calls:
             return f"budget: max_llm_calls={b.max_llm_calls} reached"
         if b.max_tokens is not None and u.tokens >= b.max_tokens:
@@ -272,6 +289,8 @@ class Gateway:
 
     def _reserve(self) -> None:
         interrupt.check()
+        if _outside_budget.get():
+            return
         with self._lock:
             reason = self.exhausted_because()
             if reason:
@@ -280,12 +299,16 @@ class Gateway:
 
     def _release(self) -> None:
         """A reserved call that ends with nothing to record (dropped by an interrupt)."""
-        with self._lock:
-            self._in_flight -= 1
+        if not _outside_budget.get():
+            with self._lock:
+                self._in_flight -= 1
 
     def _settle(self, record: CallRecord) -> None:
         with self._lock:
-            self._in_flight -= 1
+            if _outside_budget.get():
+                self.unbudgeted.add(record)
+            else:
+                self._in_flight -= 1
             self.usage.add(record)
             self._unsaved.append(record)
             if record.error is None:
@@ -449,8 +472,8 @@ class Gateway:
                 request, [conversations[i] for i in missing], self.retry
             )
         except BaseException:
-            with self._lock:
-                self._in_flight -= reserved
+            for _ in range(reserved):
+                self._release()
             raise
         for i, record in zip(missing, made, strict=True):
             self._settle(record)
