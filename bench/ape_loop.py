@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from _common import Caller, Metric, OutOfBudget, mean, score
 
 from prompt_descent.core.batching import minibatches, planned_steps
-from prompt_descent.core.config import Example, Models, Prompt
+from prompt_descent.core.config import Example, Models, Prediction, Prompt
 from prompt_descent.core.results import Feedback
 from prompt_descent.llm.structured import parse_reply
 from tasks.apply import ProposedPrompt, apply_messages, check_candidate
@@ -72,7 +72,15 @@ async def ape_loop(
                 gradients = await caller.many(
                     "gradient",
                     models.gradient,
-                    [gradient_messages(best, [case], "metric", *hint) for case in failing],
+                    [
+                        gradient_messages(
+                            best,
+                            [(e, Prediction(example_id=e.id, output=out, score=s))],
+                            "metric",
+                            *hint,
+                        )
+                        for e, out, s in failing
+                    ],
                     concurrency,
                 )
                 feedback = Feedback(

@@ -13,7 +13,7 @@ import json
 
 from prefect import task
 
-from prompt_descent.core.config import Example, ModelSettings, Prompt, SplitScore
+from prompt_descent.core.config import Example, ModelSettings, Prediction, Prompt, SplitScore
 from prompt_descent.core.results import Feedback
 from prompt_descent.llm.gateway import active_gateway
 from tasks.options import STEP_OPTIONS
@@ -45,11 +45,15 @@ def describe_prompt(prompt: Prompt) -> str:
     return json.dumps({"system": prompt.system, "template": prompt.template}, ensure_ascii=False)
 
 
-def _case(number: int, example: Example, output: str, score: float) -> str:
+def _case(number: int, example: Example, prediction: Prediction) -> str:
     inputs = "\n".join(f"{name}: {value}" for name, value in example.inputs.items())
     expected = f"\nExpected: {example.target}" if example.target is not None else ""
-    answer = output or "(empty)"
-    return f"Example {number} (score {score:.2f}):\n{inputs}\nModel output: {answer}{expected}"
+    answer = prediction.output or "(empty)"
+    cut = " (cut off at the token limit)" if prediction.truncated else ""
+    return (
+        f"Example {number} (score {prediction.score:.2f}):\n{inputs}\n"
+        f"Model output{cut}: {answer}{expected}"
+    )
 
 
 def answer_space(examples: list[Example]) -> list[str]:
@@ -60,11 +64,16 @@ def answer_space(examples: list[Example]) -> list[str]:
 
 def gradient_messages(
     prompt: Prompt,
-    cases: list[tuple[Example, str, float]],
+    cases: list[tuple[Example, Prediction]],
     mode: str = "metric",
     answers: list[str] = (),
 ) -> list[dict[str, str]]:
     shown = "\n\n".join(_case(n, *case) for n, case in enumerate(cases, start=1))
+    if any(prediction.truncated for _, prediction in cases):
+        shown += (
+            "\n\nAn output cut off at the token limit stopped there: the model ran out of "
+            "room before it answered. Only the answer's first words fit."
+        )
     if answers:
         shown += (
             "\n\nEvery expected answer in this task is one of: "
@@ -101,7 +110,7 @@ async def gradient(
     shown = sorted(scores.predictions, key=lambda p: p.score)
     if mode == "metric":
         shown = [p for p in shown if p.score < 1.0]
-    cases = [(by_id[p.example_id], p.output, p.score) for p in shown][:MAX_CASES_SHOWN]
+    cases = [(by_id[p.example_id], p) for p in shown][:MAX_CASES_SHOWN]
     call = await active_gateway().complete(
         "gradient", settings, gradient_messages(prompt, cases, mode, answers)
     )

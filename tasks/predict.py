@@ -22,6 +22,11 @@ async def predict(
         "predict", settings, [prompt.render(e.inputs) for e in examples], concurrency
     )
     return [
-        Prediction(example_id=e.id, output=(c.response or "").strip(), error=c.error)
+        Prediction(
+            example_id=e.id,
+            output=(c.response or "").strip(),
+            error=c.error,
+            truncated=c.error is None and c.completion_tokens >= settings.max_tokens,
+        )
         for e, c in zip(examples, calls, strict=True)
     ]

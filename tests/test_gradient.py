@@ -1,4 +1,5 @@
-"""What the gradient model is shown: failing cases, and the answer space when it is small."""
+"""What the gradient model is shown: failing cases, the answer space when it is small, and
+which outputs the token limit cut off."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ def script(model: str, messages: list[dict[str, str]]) -> str:
     return "a sentence, not a label"
 
 
-def gradient_prompts(tmp_path: Path, targets: list[str]) -> list[str]:
+def gradient_prompts(tmp_path: Path, targets: list[str], answer_tokens: int = 64) -> list[str]:
+    tmp_path.mkdir(exist_ok=True)
     data = tmp_path / "data.jsonl"
     data.write_text(
         "".join(
@@ -31,6 +33,7 @@ def gradient_prompts(tmp_path: Path, targets: list[str]) -> list[str]:
         name="hint",
         model="fake/m",
         prompt={"system": "Label it."},
+        models={"task": {"max_tokens": answer_tokens}},
         dataset={"path": str(data)},
         splits={"train": 16, "val": 4, "test": 0},
         steps=1,
@@ -54,3 +57,12 @@ def test_free_form_targets_are_not_summarised(tmp_path: Path, fake_model) -> Non
     fake_model(script)
     (prompt,) = gradient_prompts(tmp_path, [f"answer number {i}" for i in range(20)])
     assert HINT not in prompt
+
+
+def test_outputs_the_token_limit_cut_off_are_shown_as_cut_off(tmp_path: Path, fake_model) -> None:
+    fake_model(script)  # its answer is 5 tokens (the fake counts words)
+    (cut,) = gradient_prompts(tmp_path / "cut", ["yes", "no"] * 10, answer_tokens=5)
+    (whole,) = gradient_prompts(tmp_path / "whole", ["yes", "no"] * 10, answer_tokens=6)
+    assert "Model output (cut off at the token limit): a sentence, not a label" in cut
+    assert "ran out of room before it answered" in cut
+    assert "cut off" not in whole and "Model output: a sentence, not a label" in whole

@@ -403,6 +403,7 @@ class Prediction(Strict):
     output: str
     score: float = 0.0
     error: str | None = None
+    truncated: bool = False  # the output reached the task model's max_tokens: cut off
 
 
 class SplitScore(Strict):
