@@ -28,7 +28,7 @@ from prompt_descent.presentation.report import (
     save_report,
     svg_data_uri,
 )
-from prompt_descent.presentation.text import score_text
+from prompt_descent.presentation.text import calls_text, score_text
 from prompt_descent.storage.store import Store
 
 
@@ -159,7 +159,7 @@ class RunPublisher:
             await aupdate_progress_artifact(self._progress, 100.0)
         get_run_logger().info(
             "%s %s: val %s -> %s, test %s -> %s, best prompt %s; %d proposals, %d accepted; "
-            "%d LLM calls, %s tokens, $%.4f, %.1f s",
+            "LLM calls %s, %s tokens, $%.4f, %.1f s",
             run.run_id,
             run.status,
             score_text(run.baseline_val),
@@ -169,7 +169,7 @@ class RunPublisher:
             run.best_prompt,
             run.proposals,
             run.accepted,
-            run.usage.calls,
+            calls_text(run.usage),
             f"{run.usage.tokens:,}",
             run.usage.cost_usd,
             run.seconds,
@@ -183,7 +183,7 @@ class RunPublisher:
             f"| test | {score_text(run.baseline_test)} | {score_text(run.best_test)} |\n"
             f"| prompt | {run.baseline_prompt} | {run.best_prompt} |\n\n"
             f"Steps {run.steps}, proposals tried {run.proposals}, accepted {run.accepted}. "
-            f"LLM calls {run.usage.calls}, tokens {run.usage.tokens:,}, "
+            f"LLM calls {calls_text(run.usage)}, tokens {run.usage.tokens:,}, "
             f"cost ${run.usage.cost_usd:.4f}, {run.seconds:.1f} s.\n\n"
             f"DuckDB run id `{run.run_id}` in `{store_path}`: "
             f"`prompt-descent show {run.run_id} --store {store_path}`\n\n"

@@ -300,7 +300,10 @@ async def optimize_prompt(
             await recorder.flush()
             if opened.journal is not None:
                 opened.journal.unlink(missing_ok=True)
-            run.usage, run.seconds = store.run_usage(run_id), time.monotonic() - started
+            run.usage = store.run_usage(run_id).model_copy(  # every attempt's paid calls
+                update={"cached_calls": gateway.usage.cached_calls}
+            )
+            run.seconds = time.monotonic() - started
             run.registered_version = registered_by(run_id, config.registry_name, store)
             if (
                 register_best

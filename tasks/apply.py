@@ -76,8 +76,8 @@ def apply_messages(
     ]
 
 
-def _rejected(reason: str) -> Candidate:
-    return Candidate(prompt=None, rejected_because=reason)
+def _rejected(reason: str, repeats: Prompt | None = None) -> Candidate:
+    return Candidate(prompt=None, rejected_because=reason, repeats=repeats)
 
 
 def check_candidate(current: Prompt, proposal: ProposedPrompt, history: list[Attempt]) -> Candidate:
@@ -98,9 +98,9 @@ def check_candidate(current: Prompt, proposal: ProposedPrompt, history: list[Att
         return _rejected(f"candidate adds unknown placeholder {names}")
     candidate = Prompt(system=system, template=template)
     if candidate.id == current.id:
-        return _rejected("candidate is identical to the current prompt")
+        return _rejected("candidate is identical to the current prompt", candidate)
     if any(candidate.id == a.prompt.id for a in history):
-        return _rejected("candidate was already tried")
+        return _rejected("candidate was already tried", candidate)
     return Candidate(prompt=candidate)
 
 

@@ -106,11 +106,13 @@ def test_worse_revision_is_rejected_when_judged_but_taken_by_always_accept(
     assert blind.best_prompt != blind.baseline_prompt
     assert blind.best_val == pytest.approx(judged.best_val)
     with duckdb.connect(str(tmp_path / "judged" / "runs.duckdb"), read_only=True) as con:
-        reasons = [
-            r
-            for (r,) in con.execute(
-                "SELECT reason FROM iterations ORDER BY step, proposal"
-            ).fetchall()
-        ]
+        rows = con.execute(
+            "SELECT reason, candidate_prompt FROM iterations ORDER BY step, proposal"
+        ).fetchall()
+    reasons = [reason for reason, _ in rows]
     assert reasons[0] == "not better on the batch (0.300 vs 0.300)"
     assert set(reasons[1:]) == {"candidate was already tried"}
+    # a repeat names the prompt it repeats, so the report can show its text
+    assert {candidate for _, candidate in rows[1:]} == {rows[0][1]}
+    page = (tmp_path / "judged" / "reports" / judged.run_id / "report.html").read_text()
+    assert page.count(f"<details><summary>{rows[0][1]}</summary>") == len(rows)

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+from rich.console import Console
 
 from flows.evaluate import evaluate_prompt
 from flows.optimize import optimize_prompt
@@ -30,6 +31,7 @@ from prompt_descent.core.config import (
 from prompt_descent.core.datasets import load_examples, split_examples
 from prompt_descent.core.results import RunSummary
 from prompt_descent.errors import ModelError, UserError
+from prompt_descent.presentation.views import summary_table
 from prompt_descent.storage.store import Store
 from prompt_descent.testing.fake import Script, ScriptedModel
 from tasks.gradient import describe_prompt
@@ -742,9 +744,17 @@ def test_second_run_without_prefect_cache_is_served_by_the_store(
     assert (tmp_path / "other-results").is_dir()  # the tasks really ran again
     assert len(model.calls) == served_first
     assert second.usage.calls == 0
+    assert second.usage.cached_calls == first.usage.calls  # shown beside the calls paid
+    assert f"0 paid, {first.usage.calls} from the cache" in render(summary_table(second))
     assert_same_outcome(first, second)
     (calls,) = rows(config, "SELECT count(*) AS n FROM llm_calls WHERE run_id = ?", second.run_id)
     assert calls["n"] == 0
+
+
+def render(table: Any) -> str:
+    console = Console(width=200, record=True)
+    console.print(table)
+    return console.export_text()
 
 
 def assert_same_outcome(first: RunSummary, second: RunSummary) -> None:

@@ -42,23 +42,27 @@ class CallRecord(Record):
 
 
 class Usage(Record):
-    """Calls actually paid for (cache hits are free and not counted)."""
+    """Calls paid for (their tokens and cost), and the calls the cache served for free."""
 
     calls: int = 0
     tokens: int = 0
     cost_usd: float = 0.0
+    cached_calls: int = 0
 
     def add(self, call: CallRecord) -> None:
-        if not call.cached:
-            self.calls += 1
-            self.tokens += call.tokens
-            self.cost_usd += call.cost_usd
+        if call.cached:
+            self.cached_calls += 1
+            return
+        self.calls += 1
+        self.tokens += call.tokens
+        self.cost_usd += call.cost_usd
 
     def minus(self, earlier: Usage) -> Usage:
         return Usage(
             calls=self.calls - earlier.calls,
             tokens=self.tokens - earlier.tokens,
             cost_usd=self.cost_usd - earlier.cost_usd,
+            cached_calls=self.cached_calls - earlier.cached_calls,
         )
 
 
@@ -76,6 +80,12 @@ class Candidate(Record):
     prompt: Prompt | None
     rejected_because: str | None = None
     raw: str = ""
+    repeats: Prompt | None = None  # the current or an earlier prompt it proposed again
+
+    @property
+    def proposed(self) -> Prompt | None:
+        """The prompt the reply proposed, usable or not yet scored: for the record."""
+        return self.prompt or self.repeats
 
 
 class Attempt(Record):

@@ -357,6 +357,8 @@ class Gateway:
         cached = self._cache.get(key) or self._stored.get(key)
         if cached is None:
             return None
+        with self._lock:
+            self.usage.cached_calls += 1
         update = {"role": role, "messages": messages, "params": params, "cached": True}
         return cached.model_copy(update=update)
 

@@ -243,13 +243,28 @@ def _cell(column: str, value: object) -> str:
     return f"<td>{_e(value)}</td>"
 
 
+def _candidate_cell(prompt_id: str | None, prompts: dict[str, Prompt]) -> str:
+    """The candidate's id, its text collapsed beneath it."""
+    if prompt_id is None:
+        return "<td>-</td>"
+    return (
+        f"<td><details><summary>{_e(prompt_id)}</summary>"
+        f"{_prompt_html(prompts.get(prompt_id), prompt_id)}</details></td>"
+    )
+
+
 def _iterations_html(history: RunHistory) -> str:
     if not history.iterations:
         return "<p>No iterations were recorded.</p>"
     head = "".join(f"<th>{_e(title)}</th>" for title, _ in _COLUMNS)
     body = "".join(
         f"<tr{' class=accepted' if it['accepted'] else ''}>"
-        + "".join(_cell(column, it[column]) for _, column in _COLUMNS)
+        + "".join(
+            _candidate_cell(it[column], history.prompts)
+            if column == "candidate_prompt"
+            else _cell(column, it[column])
+            for _, column in _COLUMNS
+        )
         + "</tr>"
         for it in history.iterations
     )

@@ -1,7 +1,17 @@
-"""How every view writes a score: three decimals, or '-' where there is none."""
+"""How every view writes a score and a run's calls."""
 
 from __future__ import annotations
 
+from prompt_descent.core.results import Usage
+
 
 def score_text(value: float | None) -> str:
+    """Three decimals, or '-' where there is no score."""
     return "-" if value is None else f"{value:.3f}"
+
+
+def calls_text(usage: Usage) -> str:
+    """'12', or '0 paid, 36 from the cache' when the cache served some."""
+    if not usage.cached_calls:
+        return str(usage.calls)
+    return f"{usage.calls} paid, {usage.cached_calls} from the cache"

@@ -13,7 +13,7 @@ from prompt_descent.core.config import Prompt
 from prompt_descent.core.results import RunSummary
 from prompt_descent.features.registry import RegisteredPrompt
 from prompt_descent.presentation.report import RunHistory
-from prompt_descent.presentation.text import score_text
+from prompt_descent.presentation.text import calls_text, score_text
 
 
 def summary_table(run: RunSummary) -> Table:
@@ -27,7 +27,7 @@ def summary_table(run: RunSummary) -> Table:
     table.add_section()
     table.add_row("steps", "", str(run.steps))
     table.add_row("proposals tried / accepted", "", f"{run.proposals} / {run.accepted}")
-    table.add_row("LLM calls (paid)", "", str(run.usage.calls))
+    table.add_row("LLM calls", "", calls_text(run.usage))
     table.add_row("tokens", "", f"{run.usage.tokens:,}")
     table.add_row("cost", "", f"${run.usage.cost_usd:.4f}")
     table.add_row("time", "", f"{run.seconds:.1f} s")

@@ -118,7 +118,7 @@ class RunWriter:
         spent: Usage,
         seconds: float,
     ) -> IterationRecord:
-        prompts = [current] + ([candidate.prompt] if candidate.prompt else [])
+        prompts = [current] + ([candidate.proposed] if candidate.proposed else [])
         predictions = [
             (candidate.prompt.id, split, scores.predictions)
             for split, scores in (("train", validation.batch), ("val", validation.val))
@@ -129,7 +129,7 @@ class RunWriter:
             proposal=proposal,
             batch_ids=[e.id for e in batch],
             current_prompt=current.id,
-            candidate_prompt=candidate.prompt.id if candidate.prompt else None,
+            candidate_prompt=candidate.proposed.id if candidate.proposed else None,
             batch_before=validation.batch_before,
             batch_after=validation.batch_after,
             val_before=validation.val_before,
