@@ -95,12 +95,15 @@ class RunPublisher:
 
         self._publishing = asyncio.create_task(after_previous())
 
+    def _progress_text(self, done: int) -> str:
+        return f"{self.run_id}: {done} of {self.planned_steps} planned steps done"
+
     async def started(self) -> None:
         async def progress() -> None:
             self._progress = await acreate_progress_artifact(
                 0.0,
                 key=_key(self.run_id, "progress"),
-                description=f"steps done of {self.planned_steps} planned",
+                description=self._progress_text(0),
             )
 
         self._publish(progress())
@@ -132,7 +135,11 @@ class RunPublisher:
                     description=f"{self.run_id}: proposals of step {step}",
                 )
             if self._progress is not None:
-                await aupdate_progress_artifact(self._progress, 100.0 * step / self.planned_steps)
+                await aupdate_progress_artifact(
+                    self._progress,
+                    100.0 * step / self.planned_steps,
+                    description=self._progress_text(step),
+                )
 
         self._publish(step_table())
 
@@ -156,7 +163,9 @@ class RunPublisher:
         charting = asyncio.create_task(asyncio.to_thread(chart_markdown, run.run_id, store_path))
         await self.sent()
         if self._progress is not None:
-            await aupdate_progress_artifact(self._progress, 100.0)
+            await aupdate_progress_artifact(
+                self._progress, 100.0, description=f"{self._progress_text(run.steps)}; {run.status}"
+            )
         get_run_logger().info(
             "%s %s: val %s -> %s, test %s -> %s, best prompt %s; %d proposals, %d accepted; "
             "LLM calls %s, %s tokens, $%.4f, %.1f s",

@@ -314,6 +314,9 @@ def test_artifacts_hold_the_iteration_table_and_the_summary(optimized: Optimized
     report = Path(optimized.config.store).parent / "reports" / summary.run_id / "report.html"
     assert f"`{report}`" in text and report.is_file()
     assert artifacts["progress"].data == 100.0
+    assert artifacts["progress"].description == (
+        f"{summary.run_id}: {summary.steps} of {summary.steps} planned steps done; completed"
+    )
     assert "accepted-prompt" in artifacts
 
 
