@@ -6,6 +6,7 @@ import contextlib
 import time
 import uuid
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from prefect import flow, get_run_logger
 from prefect.utilities.annotations import quote
@@ -99,7 +100,7 @@ class Trainer:
     answers: list[str] = field(default_factory=list)  # the label set, shown to the gradient
     paying_since: tuple[float, Usage] = (0.0, Usage())  # see start_paying
 
-    @property
+    @cached_property
     def scorer(self) -> Scorer:
         config = self.config
         return Scorer(
@@ -116,7 +117,7 @@ class Trainer:
         self.recorder.evaluation(prompt, split, scores, label)
         return scores
 
-    @property
+    @cached_property
     def rule(self) -> AcceptRule:
         feedback_mode = self.config.mode == "feedback"
         return AcceptRule(

@@ -28,7 +28,7 @@ def named_paths() -> set[str]:
         indent, names = len(match.group(1)), match.group(2)
         parent = next((parents[i] for i in sorted(parents, reverse=True) if i < indent), "")
         paths |= {parent + name.strip() for name in names.split(",")}
-        if names.endswith("/"):
+        if names.endswith("/") and "," not in names:  # a folder that others sit under
             parents = {i: p for i, p in parents.items() if i < indent} | {indent: parent + names}
     return paths
 

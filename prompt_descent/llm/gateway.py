@@ -357,10 +357,11 @@ class Gateway:
         cached = self._cache.get(key) or self._stored.get(key)
         if cached is None:
             return None
-        with self._lock:
-            self.usage.cached_calls += 1
         update = {"role": role, "messages": messages, "params": params, "cached": True}
-        return cached.model_copy(update=update)
+        served = cached.model_copy(update=update)
+        with self._lock:
+            self.usage.add(served)  # counted as served from the cache, not as paid
+        return served
 
     async def complete(
         self,
