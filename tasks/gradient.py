@@ -71,8 +71,9 @@ def gradient_messages(
     shown = "\n\n".join(_case(n, *case) for n, case in enumerate(cases, start=1))
     if any(prediction.truncated for _, prediction in cases):
         shown += (
-            "\n\nAn output cut off at the token limit stopped there: the model ran out of "
-            "room before it answered. Only the answer's first words fit."
+            "\n\nAn output marked cut off wrote too much: it reached the token limit "
+            "before the expected answer. The prompt must make the model give the expected "
+            "answer first, in the expected form, and nothing before it."
         )
     if answers:
         shown += (

@@ -64,5 +64,5 @@ def test_outputs_the_token_limit_cut_off_are_shown_as_cut_off(tmp_path: Path, fa
     (cut,) = gradient_prompts(tmp_path / "cut", ["yes", "no"] * 10, answer_tokens=5)
     (whole,) = gradient_prompts(tmp_path / "whole", ["yes", "no"] * 10, answer_tokens=6)
     assert "Model output (cut off at the token limit): a sentence, not a label" in cut
-    assert "ran out of room before it answered" in cut
+    assert "give the expected answer first" in cut
     assert "cut off" not in whole and "Model output: a sentence, not a label" in whole

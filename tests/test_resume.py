@@ -244,3 +244,46 @@ def test_a_killed_or_crashed_cli_leaves_no_process_behind(tmp_path: Path, kill: 
 def stop_reason(store: Path) -> str:
     with duckdb.connect(str(store), read_only=True) as con:
         return con.execute("SELECT stop_reason FROM runs WHERE run_id = 'r'").fetchone()[0]
+
+
+CAUGHT_IN_A_WRITE = """\
+import asyncio, os, signal, sys, time
+from prompt_descent.runtime import interrupt
+from prompt_descent.runtime.lifecycle import recorded_run
+from prompt_descent.storage.store import Store
+
+store = Store(sys.argv[1])
+
+def both_ctrl_cs_mid_write(con):
+    con.execute("UPDATE runs SET best_val = 0.5 WHERE run_id = 'r'")
+    os.kill(os.getpid(), signal.SIGINT)
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.3)  # the handlers run here, while the row is being written
+
+async def main():
+    async with recorded_run(store, "r", "n", "optimize", {}):
+        store.transaction(both_ctrl_cs_mid_write)
+        time.sleep(5)
+
+with interrupt.handling_sigint():
+    asyncio.run(main())
+"""
+
+
+def test_a_second_ctrl_c_caught_in_the_middle_of_a_write_waits_for_it(tmp_path: Path) -> None:
+    store = tmp_path / "runs.duckdb"
+    process = subprocess.run(
+        [sys.executable, "-c", CAUGHT_IN_A_WRITE, str(store)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert process.returncode == 130, process.stderr
+    assert "quit" in process.stderr and "Traceback" not in process.stderr
+    with duckdb.connect(str(store), read_only=True) as con:
+        status, reason, best_val = con.execute(
+            "SELECT status, stop_reason, best_val FROM runs WHERE run_id = 'r'"
+        ).fetchone()
+    assert (status, best_val) == ("stopped", 0.5)
+    assert reason.startswith("interrupted (Ctrl-C), twice")

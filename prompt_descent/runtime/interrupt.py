@@ -7,6 +7,10 @@ KeyboardInterrupt). The calls completed before it are in the journal and the sto
 so a resume pays for none of them again. A second SIGINT runs the open runs' last
 word (marking them stopped) and exits 130 at once. Outside a run, SIGINT is the usual
 KeyboardInterrupt.
+
+A write to the store is a `critical` section: the quit waits for the ones open to end
+(a run row half-updated by the flow would make the last word conflict with it, and the
+exit would leave the run `running`), and no new one starts once it has begun.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 from prompt_descent.errors import RunStopped
@@ -26,6 +31,10 @@ REASON = "interrupted (Ctrl-C)"
 
 _requested = threading.Event()
 _last_words: dict[str, Callable[[], None]] = {}  # run id -> mark it stopped
+_sections = threading.Condition()  # guards the counts below
+_open_sections: dict[int, int] = {}  # thread id -> depth of the critical sections it is in
+_quitting: list[int] = []  # the thread saying the last words, once the quit began
+_quit_when_main_leaves = threading.Event()
 
 
 class Interrupted(RunStopped):
@@ -61,6 +70,30 @@ def armed(run_id: str, last_word: Callable[[], None]) -> Iterator[None]:
         _last_words.pop(run_id, None)
 
 
+@contextlib.contextmanager
+def critical() -> Iterator[None]:
+    """A write that a quit must not cut in half: a second Ctrl-C waits for it to end."""
+    me = threading.get_ident()
+    with _sections:
+        while _quitting and _quitting[0] != me:  # the process is about to exit
+            _sections.wait()
+        _open_sections[me] = _open_sections.get(me, 0) + 1
+    try:
+        yield
+    finally:
+        with _sections:
+            _open_sections[me] -= 1
+            if not _open_sections[me]:
+                del _open_sections[me]
+            _sections.notify_all()
+        if (
+            me == threading.main_thread().ident
+            and me not in _open_sections
+            and _quit_when_main_leaves.is_set()
+        ):
+            _quit()
+
+
 def _on_sigint(_signum: int, _frame: object) -> None:
     if not _last_words:
         raise KeyboardInterrupt
@@ -72,16 +105,30 @@ def _on_sigint(_signum: int, _frame: object) -> None:
             flush=True,
         )
         return
-    # The main thread may hold the store's locks where the signal caught it: the last
-    # words run on a thread of their own, given a moment, and then the process goes.
+    if threading.get_ident() in _open_sections:  # caught inside a write: quit as it ends
+        _quit_when_main_leaves.set()
+        return
+    _quit()
+
+
+def _quit() -> None:
+    """Say the last words once the writes under way have ended, and exit."""
+    # The main thread may hold other locks where the signal caught it: the last words
+    # run on a thread of their own, given a moment, and then the process goes.
     worker = threading.Thread(target=_say_last_words, daemon=True)
     worker.start()
-    worker.join(LAST_WORD_SECONDS)
+    worker.join(2 * LAST_WORD_SECONDS)  # a moment for the writes, one for the words
     print("quit; the calls made so far are in the journal", file=sys.stderr, flush=True)
     os._exit(EXIT_CODE)
 
 
 def _say_last_words() -> None:
+    me = threading.get_ident()
+    deadline = time.monotonic() + LAST_WORD_SECONDS
+    with _sections:
+        _quitting.append(me)
+        while _open_sections and time.monotonic() < deadline:
+            _sections.wait(deadline - time.monotonic())
     for last_word in list(_last_words.values()):
         with contextlib.suppress(Exception):
             last_word()

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import duckdb
 
 from prompt_descent.errors import UserError
+from prompt_descent.runtime import interrupt
 from prompt_descent.storage.schema import SCHEMA
 
 T = TypeVar("T")
@@ -143,7 +144,7 @@ class Database:
         deadline = time.monotonic() + LOCK_RETRY_SECONDS
         while True:
             try:
-                with _OPENING:
+                with interrupt.critical(), _OPENING:
                     con = duckdb.connect(str(self.path))
                     if not self._schema_ready:  # on the first open, not in __init__: one fewer
                         con.execute(SCHEMA)
@@ -160,12 +161,12 @@ class Database:
             yield con
         finally:
             self._session.con = None
-            with _OPENING:
+            with interrupt.critical(), _OPENING:
                 con.close()
 
     def transaction(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         """`work` on an open connection, committed whole or rolled back."""
-        with self._connect() as con:
+        with interrupt.critical(), self._connect() as con:
             con.execute("BEGIN TRANSACTION")
             try:
                 result = work(con)
