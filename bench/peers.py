@@ -73,7 +73,15 @@ SERVERS = {
     "task": ("qwen2.5-coder-0.5b-instruct", 8101),
     "optimizer": ("qwen2.5-coder-1.5b-instruct", 8102),
 }
-METHODS = ["baseline", "prompt-descent", "dspy-gepa", "dspy-mipro", "dspy-mipro-demos", "ape"]
+METHODS = [
+    "baseline",
+    "prompt-descent",
+    "prompt-descent-demos",  # with the demonstrations lever: one new set of DEMOS per step
+    "dspy-gepa",
+    "dspy-mipro",
+    "dspy-mipro-demos",
+    "ape",
+]
 SHORT_ANSWER_TOKENS = 8
 OPTIMIZER_TOKENS = 384
 DEMOS = 4
@@ -180,7 +188,9 @@ def rows(examples: list[Example]) -> list[dict]:
     return [{"input": e.inputs["input"], "target": e.target} for e in examples]
 
 
-def run_prompt_descent(task: str, seed: int, data: Path, size: dict, budget: int, key: str) -> dict:
+def run_prompt_descent(
+    task: str, seed: int, data: Path, size: dict, budget: int, key: str, demos: int = 0
+) -> dict:
     from prompt_descent import api
 
     seed_prompt = TASKS[task]["prompt"]
@@ -213,6 +223,7 @@ def run_prompt_descent(task: str, seed: int, data: Path, size: dict, budget: int
         seed=seed,
         concurrency=1,
         budget={"max_llm_calls": budget},
+        demos={"count": demos},
         store=str(path / "runs.duckdb"),
     )
     summary = api.optimize(config)
@@ -220,7 +231,8 @@ def run_prompt_descent(task: str, seed: int, data: Path, size: dict, budget: int
     detail = f"{summary.proposals} proposals, {summary.accepted} accepted"
     if summary.stop_reason:
         detail += f"; {summary.stop_reason}"
-    return {"system": best.system, "template": best.template, "demos": [], "detail": detail}
+    shown = [{"input": d.inputs["input"], "output": d.output} for d in best.demos]
+    return {"system": best.system, "template": best.template, "demos": shown, "detail": detail}
 
 
 def run_peer(method: str, task: str, seed: int, splits, budget: int, key: str) -> dict | None:
@@ -325,8 +337,9 @@ def run_all(args: argparse.Namespace, results: dict, result_file: Path) -> None:
                             "demos": [],
                             "detail": "",
                         }
-                    elif method == "prompt-descent":
-                        final = run_prompt_descent(task, seed, data, size, budget, key)
+                    elif method.startswith("prompt-descent"):
+                        demos = DEMOS if method == "prompt-descent-demos" else 0
+                        final = run_prompt_descent(task, seed, data, size, budget, key, demos)
                     else:
                         final = run_peer(method, task, seed, splits, budget, key)
                         if final is None:

@@ -28,7 +28,7 @@ from prompt_descent.presentation.report import (
     save_report,
     svg_data_uri,
 )
-from prompt_descent.presentation.text import calls_text, score_text
+from prompt_descent.presentation.text import calls_text, demos_text, score_text
 from prompt_descent.storage.store import Store
 
 
@@ -42,6 +42,12 @@ def prompt_markdown(prompt: Prompt) -> str:
     return (
         f"**system**\n\n{fence}text\n{prompt.system}\n{fence}\n\n"
         f"**template**\n\n{fence}text\n{prompt.template}\n{fence}"
+        + (
+            f"\n\n**demonstrations ({len(prompt.demos)})**\n\n"
+            f"{fence}text\n{demos_text(prompt)}\n{fence}"
+            if prompt.demos
+            else ""
+        )
     )
 
 

@@ -28,6 +28,7 @@ from prompt_descent.core.results import (
     Usage,
     Validation,
 )
+from prompt_descent.errors import UserError
 from prompt_descent.features.promotion import incomparable, promote_run, record_promotion
 from prompt_descent.features.registry import current_champion, register_prompt, registered_by
 from prompt_descent.llm.gateway import Gateway, check_api_base, check_model, outside_budget
@@ -37,6 +38,7 @@ from prompt_descent.storage.store import Store
 from prompt_descent.storage.writer import RunWriter
 from tasks.apply import apply
 from tasks.decide import AcceptRule, decide
+from tasks.demos import propose_demos
 from tasks.gradient import answer_space, gradient
 from tasks.metric import resolve_metric
 from tasks.score import Scorer
@@ -64,7 +66,28 @@ def prepare_run(config: RunConfig) -> DataSplits:
     examples = fit_to_context(
         config.prompt, load_examples(config.dataset), config.models.task, config.long_inputs
     )
-    return split_examples(examples, config.splits, config.seed)
+    splits = split_examples(examples, config.splits, config.seed)
+    check_demos_held_out(config.prompt, splits)
+    return splits
+
+
+def check_demos_held_out(prompt: Prompt, splits: DataSplits) -> None:
+    """A demonstration that shows a val or test example would hand it its own answer."""
+    held_out = {
+        prompt.template.format(**e.inputs): (split, e.id)
+        for split, examples in (("val", splits.val), ("test", splits.test))
+        for e in examples
+    }
+    for number, demo in enumerate(prompt.demos):
+        shown = held_out.get(prompt.template.format(**demo.inputs))
+        if shown is not None:
+            split, example_id = shown
+            raise UserError(
+                f"this demonstration is example {example_id} of the {split} split; a "
+                "demonstration is never drawn from val or test (it would be scored on its "
+                "own answer): show a train example, or leave it out",
+                field=f"prompt.demos.{number}",
+            )
 
 
 def _model_field(config: RunConfig, role: str) -> str | None:
@@ -98,6 +121,7 @@ class Trainer:
     current: Prompt
     current_val: SplitScore | None = None
     answers: list[str] = field(default_factory=list)  # the label set, shown to the gradient
+    right: dict[str, str] = field(default_factory=dict)  # train example id -> a right output
     paying_since: tuple[float, Usage] = (0.0, Usage())  # see start_paying
 
     @cached_property
@@ -126,14 +150,32 @@ class Trainer:
         )
 
     async def step(self, step: int, batch: list[Example], history: list[Attempt]):
-        """Up to max_proposals candidates for one batch; stops at the first accepted one."""
+        """A new demonstration set (when that lever is on), then up to max_proposals
+        instruction edits for one batch; stops at the first accepted candidate."""
         config, models = self.config, self.config.models
         clean = config.mode == "feedback" and config.feedback.clean
         batch_scores = await self.evaluate(self.current, "train", batch, f"step {step}")
+        self.remember_right(batch_scores)
         if batch_scores.score >= 1.0:
             self.recorder.skipped(step, batch, self.current, batch_scores.score)
             return
-        self.start_paying()  # the one gradient of the batch is paid for by its first proposal
+        self.start_paying()  # the batch's gradient is paid for by its first edit
+        proposal = 0
+        if config.demos.count:
+            proposal += 1
+            in_batch = {e.id for e in batch}
+            pool = [e for e in self.splits.train if e.id not in in_batch]
+            candidate = await propose_demos(
+                self.current,
+                pool,
+                self.right,
+                config.demos,
+                config.seed + step,
+                history,
+                label=f"step {step} proposal {proposal}",
+            )
+            if await self.try_candidate(step, proposal, batch, batch_scores, candidate, history):
+                return
         feedback = await gradient(
             self.current,
             batch,
@@ -143,32 +185,64 @@ class Trainer:
             self.answers,
             label=f"step {step}",
         )
-        unusable: list[str] = []  # why earlier proposals had no prompt, for apply to avoid
-        for proposal in range(1, config.max_proposals + 1):
-            label = f"step {step} proposal {proposal}"
+        unusable: list[str] = []  # why earlier edits had no prompt, for apply to avoid
+        for edit in range(config.max_proposals):
+            proposal += 1
             recent = history[-config.history_size :]
             candidate = await apply(
-                self.current, feedback, recent, models.apply, clean, unusable, label=label
+                self.current,
+                feedback,
+                recent,
+                models.apply,
+                clean,
+                unusable,
+                label=f"step {step} proposal {proposal}",
             )
-            validation = await validate(
-                candidate,
-                batch,
-                batch_scores,
-                quote(self.splits.val),
-                quote(self.current_val),
-                self.scorer,
-                self.rule,
-                label=label,
-            )
-            decision = await decide(validation, self.rule, label=label)
-            await self.record(step, proposal, batch, feedback, candidate, validation, decision)
-            if candidate.prompt is None:  # not in the history: apply is told apart
-                unusable.append(decision.reason)
-                continue
-            history.append(Attempt(prompt=candidate.prompt, outcome=outcome(validation, decision)))
-            if decision.accepted and validation.val is not None:
-                await self.accept(step, candidate.prompt, validation.val, decision.reason)
+            new_gradient = feedback if edit == 0 else None  # stored with the edit paying for it
+            if await self.try_candidate(
+                step, proposal, batch, batch_scores, candidate, history, new_gradient
+            ):
                 return
+            if candidate.prompt is None:  # not in the history: apply is told apart
+                unusable.append(candidate.rejected_because or "unusable")
+
+    async def try_candidate(
+        self,
+        step: int,
+        proposal: int,
+        batch: list[Example],
+        batch_scores: SplitScore,
+        candidate: Candidate,
+        history: list[Attempt],
+        feedback: Feedback | None = None,
+    ) -> bool:
+        """Validate, decide and record one candidate; True when it was accepted."""
+        label = f"step {step} proposal {proposal}"
+        validation = await validate(
+            candidate,
+            batch,
+            batch_scores,
+            quote(self.splits.val),
+            quote(self.current_val),
+            self.scorer,
+            self.rule,
+            label=label,
+        )
+        decision = await decide(validation, self.rule, label=label)
+        await self.record(step, proposal, batch, feedback, candidate, validation, decision)
+        if candidate.prompt is None:
+            return False
+        history.append(Attempt(prompt=candidate.prompt, outcome=outcome(validation, decision)))
+        if decision.accepted and validation.val is not None:
+            await self.accept(step, candidate.prompt, validation.val, decision.reason)
+            return True
+        return False
+
+    def remember_right(self, scores: SplitScore) -> None:
+        """The current prompt's whole, right answers: the bootstrapped demonstrations."""
+        for prediction in scores.predictions:
+            if prediction.score >= 1.0 and not prediction.truncated and prediction.error is None:
+                self.right[prediction.example_id] = prediction.output
 
     def start_paying(self) -> None:
         """From now, the calls and time are the next proposal's."""
@@ -179,7 +253,7 @@ class Trainer:
         step: int,
         proposal: int,
         batch: list[Example],
-        feedback: Feedback,
+        feedback: Feedback | None,
         candidate: Candidate,
         validation: Validation,
         decision: Decision,

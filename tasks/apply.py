@@ -96,12 +96,17 @@ def check_candidate(current: Prompt, proposal: ProposedPrompt, history: list[Att
     if invented:
         names = ", ".join(f"{{{n}}}" for n in sorted(invented))
         return _rejected(f"candidate adds unknown placeholder {names}")
-    candidate = Prompt(system=system, template=template)
+    candidate = Prompt(system=system, template=template, demos=current.demos)
+    return repeat_of(candidate, current, history) or Candidate(prompt=candidate)
+
+
+def repeat_of(candidate: Prompt, current: Prompt, history: list[Attempt]) -> Candidate | None:
+    """The rejection of a candidate that is the current prompt or an earlier one, else None."""
     if candidate.id == current.id:
         return _rejected("candidate is identical to the current prompt", candidate)
     if any(candidate.id == a.prompt.id for a in history):
         return _rejected("candidate was already tried", candidate)
-    return Candidate(prompt=candidate)
+    return None
 
 
 async def _ask_for_prompt(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import os
 import re
 import string
@@ -112,11 +113,21 @@ def template_error(text: str) -> str | None:
     return None
 
 
+class Demo(Strict):
+    """A worked example the prompt shows before the input: an earlier user turn (the
+    template filled with `inputs`) and the assistant's answer to it."""
+
+    inputs: dict[str, str]
+    output: str
+
+
 class Prompt(Strict):
-    """The thing being optimized: a system prompt and the user-message template."""
+    """The thing being optimized: a system prompt, the user-message template, and the
+    demonstrations shown before the input, in order."""
 
     system: str
     template: str = "{input}"
+    demos: list[Demo] = Field(default_factory=list)
 
     @field_validator("template")
     @classmethod
@@ -128,21 +139,43 @@ class Prompt(Strict):
             raise ValueError("the template has no placeholder such as {input}")
         return value
 
+    @model_validator(mode="after")
+    def _demos_fill_the_template(self) -> Prompt:
+        for number, demo in enumerate(self.demos):
+            missing = self.placeholders() - demo.inputs.keys()
+            if missing:
+                names = ", ".join(f"{{{name}}}" for name in sorted(missing))
+                raise ValueError(f"demos[{number}] has no input for {names}")
+        return self
+
     @property
     def id(self) -> str:
-        """Content address: the same text always has the same id."""
-        digest = hashlib.sha256(f"{self.system}\x00{self.template}".encode()).hexdigest()
-        return digest[:16]
+        """Content address: the same text and demonstrations always have the same id."""
+        content = f"{self.system}\x00{self.template}"
+        if self.demos:  # a prompt without demonstrations keeps the id it always had
+            shown = [demo.model_dump() for demo in self.demos]
+            content += "\x00" + json.dumps(shown, sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(content.encode()).hexdigest()[:16]
 
     def placeholders(self) -> set[str]:
         return placeholders(self.template)
 
+    def with_demos(self, demos: list[Demo]) -> Prompt:
+        return Prompt(system=self.system, template=self.template, demos=demos)
+
+    def _text(self) -> str:
+        shown = "".join(
+            f"\n---- demo {number}\n{self.template.format(**demo.inputs)}\n=> {demo.output}"
+            for number, demo in enumerate(self.demos, start=1)
+        )
+        return f"{self.system}\n---- template\n{self.template}{shown}"
+
     def diff_lines(self, after: Prompt) -> list[str]:
-        """A unified diff from this prompt to `after`, system prompt then template."""
+        """A unified diff from this prompt to `after`: system prompt, template, demos."""
         return list(
             difflib.unified_diff(
-                f"{self.system}\n---- template\n{self.template}".splitlines(),
-                f"{after.system}\n---- template\n{after.template}".splitlines(),
+                self._text().splitlines(),
+                after._text().splitlines(),
                 fromfile=self.id,
                 tofile=after.id,
                 lineterm="",
@@ -150,11 +183,14 @@ class Prompt(Strict):
         )
 
     def render(self, inputs: dict[str, str]) -> list[dict[str, str]]:
-        """Chat messages for one example; the system prompt first so its prefix is cached."""
-        return [
-            {"role": "system", "content": self.system},
-            {"role": "user", "content": self.template.format(**inputs)},
-        ]
+        """Chat messages for one example: the system prompt first so its prefix is cached,
+        then each demonstration as a user turn and its answer, then the input."""
+        turns = [{"role": "system", "content": self.system}]
+        for demo in self.demos:
+            turns.append({"role": "user", "content": self.template.format(**demo.inputs)})
+            turns.append({"role": "assistant", "content": demo.output})
+        turns.append({"role": "user", "content": self.template.format(**inputs)})
+        return turns
 
 
 class DatasetSpec(Strict):
@@ -273,6 +309,20 @@ class DaskSettings(Strict):
     )
 
 
+class DemoSettings(Strict):
+    """The demonstrations lever: besides its instruction edits, each step proposes one new
+    set of demonstrations, validated like an edit (batch, then val)."""
+
+    count: int = Field(
+        0, ge=0, le=16, description="Demonstrations per proposed set; 0 turns the lever off."
+    )
+    source: Literal["bootstrapped", "labeled"] = Field(
+        "bootstrapped",
+        description="bootstrapped: train examples the current prompt got right, with the "
+        "model's own outputs (labeled targets fill the rest); labeled: train targets only.",
+    )
+
+
 class RunConfig(Strict):
     name: str = Field(..., min_length=1)
     model: str | None = Field(None, description="One line to set the model of every role.")
@@ -301,6 +351,10 @@ class RunConfig(Strict):
         "processes of a Dask cluster (prefect-dask), in shards of uncached calls.",
     )
     dask: DaskSettings = DaskSettings()
+    demos: DemoSettings = Field(
+        default_factory=lambda: DemoSettings(),
+        description="Demonstrations as a lever: each step may propose a new set.",
+    )
     history_size: int = Field(
         4, ge=0, description="Recent attempts (val score or rejection) shown to apply."
     )

@@ -13,7 +13,7 @@ from prompt_descent.core.config import Prompt
 from prompt_descent.core.results import RunSummary
 from prompt_descent.features.registry import RegisteredPrompt
 from prompt_descent.presentation.report import RunHistory
-from prompt_descent.presentation.text import calls_text, score_text
+from prompt_descent.presentation.text import calls_text, demos_text, score_text
 
 
 def summary_table(run: RunSummary) -> Table:
@@ -195,4 +195,10 @@ def prompt_details(entry: RegisteredPrompt) -> Group:
         Text(entry.prompt.system),
         Text("---- template", style="dim"),
         Text(entry.prompt.template),
+        *(
+            [Text(f"---- demonstrations ({len(entry.prompt.demos)})", style="dim")]
+            + [Text(demos_text(entry.prompt))]
+            if entry.prompt.demos
+            else []
+        ),
     )

@@ -7,6 +7,7 @@ import duckdb
 from prompt_descent.core.config import ModelSettings, Prompt
 from prompt_descent.core.results import Promotion, RegisteredPrompt
 from prompt_descent.storage.database import Database
+from prompt_descent.storage.runs import prompt_row, stored_prompt
 
 # The settings the registry keeps (credentials and endpoints stay with the user's config).
 REGISTERED_SETTINGS = ("model", "temperature", "top_p", "frequency_penalty", "max_tokens")
@@ -30,10 +31,11 @@ class RegistryRecords(Database):
         champion version takes the title from the name's earlier champion."""
 
         def write(con: duckdb.DuckDBPyConnection) -> int:
+            stored = prompt_row(prompt)
             con.execute(
-                "INSERT INTO prompts (prompt_id, system, template) VALUES (?, ?, ?) "
-                "ON CONFLICT DO NOTHING",
-                [prompt.id, prompt.system, prompt.template],
+                f"INSERT INTO prompts ({', '.join(stored)}) "
+                f"VALUES ({', '.join('?' for _ in stored)}) ON CONFLICT DO NOTHING",
+                list(stored.values()),
             )
             (version,) = con.execute(
                 "SELECT coalesce(max(version), 0) + 1 FROM registry WHERE name = ?", [name]
@@ -67,7 +69,8 @@ class RegistryRecords(Database):
         given = {column: value for column, value in filters.items() if value is not None}
         where = " AND ".join(f"{column} = ?" for column in given)
         rows = self.query(
-            f"""SELECT r.*, p.system, p.template FROM registry r JOIN prompts p USING (prompt_id)
+            f"""SELECT r.*, p.system, p.template, p.demos
+                FROM registry r JOIN prompts p USING (prompt_id)
                 {"WHERE " + where if where else ""} ORDER BY r.name, r.version""",
             list(given.values()),
         )
@@ -75,7 +78,7 @@ class RegistryRecords(Database):
             RegisteredPrompt(
                 name=row["name"],
                 version=row["version"],
-                prompt=Prompt(system=row["system"], template=row["template"]),
+                prompt=stored_prompt(row),
                 settings=ModelSettings(**{key: row[key] for key in REGISTERED_SETTINGS}),
                 val_score=row["val_score"],
                 test_score=row["test_score"],

@@ -27,8 +27,19 @@ class StepRows:
     evaluations: list[tuple[str, str, float, int, str]] = field(default_factory=list)
 
 
-def _prompt_row(prompt: Prompt) -> dict[str, Any]:
-    return {"prompt_id": prompt.id, "system": prompt.system, "template": prompt.template}
+def prompt_row(prompt: Prompt) -> dict[str, Any]:
+    """The `prompts` row of a prompt; `stored_prompt` reads it back."""
+    demos = json.dumps([demo.model_dump() for demo in prompt.demos], ensure_ascii=False)
+    return {
+        "prompt_id": prompt.id,
+        "system": prompt.system,
+        "template": prompt.template,
+        "demos": demos,
+    }
+
+
+def stored_prompt(row: dict[str, Any]) -> Prompt:
+    return Prompt(system=row["system"], template=row["template"], demos=json.loads(row["demos"]))
 
 
 def _call_row(run_id: str, call: CallRecord) -> dict[str, Any]:
@@ -124,7 +135,7 @@ class RunRecords(Database):
         evaluations: dict[tuple[str, str, str], dict[str, Any]] = {}
         for rows in steps:
             for prompt in rows.prompts:
-                prompts.setdefault(prompt.id, _prompt_row(prompt))
+                prompts.setdefault(prompt.id, prompt_row(prompt))
             for call in rows.calls:
                 calls.setdefault(call.call_id, _call_row(run_id, call))
             for prompt_id, split, scored in rows.predictions:
@@ -239,8 +250,10 @@ class RunRecords(Database):
         return StoredCalls(self.transaction(fetch))
 
     def prompt(self, prompt_id: str) -> Prompt | None:
-        rows = self.query("SELECT system, template FROM prompts WHERE prompt_id = ?", [prompt_id])
-        return Prompt(**rows[0]) if rows else None
+        rows = self.query(
+            "SELECT system, template, demos FROM prompts WHERE prompt_id = ?", [prompt_id]
+        )
+        return stored_prompt(rows[0]) if rows else None
 
     def run_row(self, run_id: str) -> dict[str, Any] | None:
         """The run's row of `runs`, or None."""
@@ -256,16 +269,14 @@ class RunRecords(Database):
     def run_prompts(self, run_id: str) -> dict[str, Prompt]:
         """Every prompt the run started from, tried or ended with, by id."""
         rows = self.query(
-            """SELECT prompt_id, system, template FROM prompts WHERE prompt_id IN (
+            """SELECT prompt_id, system, template, demos FROM prompts WHERE prompt_id IN (
                    SELECT current_prompt FROM iterations WHERE run_id = $1
                    UNION SELECT candidate_prompt FROM iterations WHERE run_id = $1
                    UNION SELECT baseline_prompt FROM runs WHERE run_id = $1
                    UNION SELECT best_prompt FROM runs WHERE run_id = $1)""",
             [run_id],
         )
-        return {
-            row["prompt_id"]: Prompt(system=row["system"], template=row["template"]) for row in rows
-        }
+        return {row["prompt_id"]: stored_prompt(row) for row in rows}
 
     def run_usage(self, run_id: str) -> Usage:
         """What a run has paid for so far, over all its attempts."""

@@ -27,6 +27,8 @@ CREATE TABLE IF NOT EXISTS prompts (
     template VARCHAR NOT NULL,
     created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
 );
+-- a store made before prompts had demonstrations gains the column
+ALTER TABLE prompts ADD COLUMN IF NOT EXISTS demos JSON DEFAULT '[]';
 CREATE TABLE IF NOT EXISTS iterations (
     run_id VARCHAR NOT NULL,
     step INTEGER NOT NULL,

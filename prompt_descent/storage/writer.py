@@ -111,7 +111,7 @@ class RunWriter:
         proposal: int,
         batch: list[Example],
         current: Prompt,
-        feedback: Feedback,
+        feedback: Feedback | None,
         candidate: Candidate,
         validation: Validation,
         decision: Decision,
@@ -147,8 +147,8 @@ class RunWriter:
                 prompts=prompts,
                 calls=self.gateway.drain(),
                 predictions=predictions,
-                # one gradient per step, stored with the proposal that paid for it
-                gradient=(step, proposal, current.id, feedback.text) if proposal == 1 else None,
+                # one gradient per step, given with the proposal that paid for it
+                gradient=(step, proposal, current.id, feedback.text) if feedback else None,
                 iteration=row,
             )
         )
