@@ -32,6 +32,7 @@ from prompt_descent.features.qa import (
 from prompt_descent.features.registry import DEFAULT_STORE
 from prompt_descent.runtime.lifecycle import OpenRun, recorded_run
 from prompt_descent.storage.store import Store
+from tasks.options import named
 from tasks.qa import qa_pairs, rephrase
 
 
@@ -57,11 +58,13 @@ async def expand_qa(
         the_store, run_id, "expand_qa", "expand_qa", config, budget=budget
     ) as opened:
         gateway = opened.gateway
-        pairs = await qa_pairs(qa.prompt, examples, qa.settings, concurrency, label=qa.name)
+        pairs = await named(qa_pairs, f"qa pairs {qa.name}")(
+            qa.prompt, examples, qa.settings, concurrency
+        )
         the_store.save_step(run_id, prompts=[qa.prompt], calls=gateway.drain())
         pending = questions_to_reword(pairs)
-        reworded = await rephrase(
-            reword.prompt, pending, reword.settings, concurrency, label=reword.name
+        reworded = await named(rephrase, f"rephrase {reword.name}")(
+            reword.prompt, pending, reword.settings, concurrency
         )
         the_store.save_step(run_id, prompts=[reword.prompt], calls=gateway.drain())
         rows = expand(pairs, reworded)

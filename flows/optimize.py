@@ -41,6 +41,7 @@ from tasks.decide import AcceptRule, decide
 from tasks.demos import propose_demos
 from tasks.gradient import answer_space, gradient
 from tasks.metric import resolve_metric
+from tasks.options import named
 from tasks.score import Scorer
 from tasks.validate import validate
 
@@ -165,38 +166,20 @@ class Trainer:
             proposal += 1
             in_batch = {e.id for e in batch}
             pool = [e for e in self.splits.train if e.id not in in_batch]
-            candidate = await propose_demos(
-                self.current,
-                pool,
-                self.right,
-                config.demos,
-                config.seed + step,
-                history,
-                label=f"step {step} proposal {proposal}",
+            candidate = await named(propose_demos, f"demos step {step} proposal {proposal}")(
+                self.current, pool, self.right, config.demos, config.seed + step, history
             )
             if await self.try_candidate(step, proposal, batch, batch_scores, candidate, history):
                 return
-        feedback = await gradient(
-            self.current,
-            batch,
-            batch_scores,
-            models.gradient,
-            config.mode,
-            self.answers,
-            label=f"step {step}",
+        feedback = await named(gradient, f"gradient step {step}")(
+            self.current, batch, batch_scores, models.gradient, config.mode, self.answers
         )
         unusable: list[str] = []  # why earlier edits had no prompt, for apply to avoid
         for edit in range(config.max_proposals):
             proposal += 1
             recent = history[-config.history_size :]
-            candidate = await apply(
-                self.current,
-                feedback,
-                recent,
-                models.apply,
-                clean,
-                unusable,
-                label=f"step {step} proposal {proposal}",
+            candidate = await named(apply, f"apply step {step} proposal {proposal}")(
+                self.current, feedback, recent, models.apply, clean, unusable
             )
             new_gradient = feedback if edit == 0 else None  # stored with the edit paying for it
             if await self.try_candidate(
@@ -218,7 +201,7 @@ class Trainer:
     ) -> bool:
         """Validate, decide and record one candidate; True when it was accepted."""
         label = f"step {step} proposal {proposal}"
-        validation = await validate(
+        validation = await named(validate, f"validate {label}")(
             candidate,
             batch,
             batch_scores,
@@ -226,9 +209,8 @@ class Trainer:
             quote(self.current_val),
             self.scorer,
             self.rule,
-            label=label,
         )
-        decision = await decide(validation, self.rule, label=label)
+        decision = await named(decide, f"decide {label}")(validation, self.rule)
         await self.record(step, proposal, batch, feedback, candidate, validation, decision)
         if candidate.prompt is None:
             return False

@@ -124,7 +124,7 @@ def clean_messages(proposal: ProposedPrompt) -> list[dict[str, str]]:
     ]
 
 
-@task(name="apply", task_run_name="apply {label}", **STEP_OPTIONS)
+@task(name="apply", **STEP_OPTIONS)
 async def apply(
     prompt: Prompt,
     feedback: Feedback,
@@ -132,7 +132,6 @@ async def apply(
     settings: ModelSettings,
     clean: bool = False,
     rejections: list[str] = (),
-    label: str = "",
 ) -> Candidate:
     messages = apply_messages(prompt, feedback, history, rejections)
     proposal, reply, problem = await _ask_for_prompt(settings, messages)

@@ -28,8 +28,8 @@ class AcceptRule(BaseModel):
     early_reject_chance: float = 0.0  # checked where it is configured (RunConfig)
 
 
-@task(name="decide", task_run_name="decide {label}", **PURE_STEP_OPTIONS)
-async def decide(validation: Validation, rule: AcceptRule, label: str = "") -> Decision:
+@task(name="decide", **PURE_STEP_OPTIONS)
+async def decide(validation: Validation, rule: AcceptRule) -> Decision:
     if rule.always_accept and validation.val_after is not None:
         return Decision(
             accepted=True,

@@ -44,7 +44,7 @@ def draw_demos(
     ]
 
 
-@task(name="demos", task_run_name="demos {label}", **PURE_STEP_OPTIONS)
+@task(name="demos", **PURE_STEP_OPTIONS)
 async def propose_demos(
     prompt: Prompt,
     pool: list[Example],
@@ -52,7 +52,6 @@ async def propose_demos(
     settings: DemoSettings,
     seed: int,
     history: list[Attempt],
-    label: str = "",
 ) -> Candidate:
     """The current prompt with a new demonstration set, or why there is none."""
     demos = draw_demos(pool, right, settings, seed)

@@ -96,7 +96,7 @@ def gradient_messages(
     ]
 
 
-@task(name="gradient", task_run_name="gradient {label}", **STEP_OPTIONS)
+@task(name="gradient", **STEP_OPTIONS)
 async def gradient(
     prompt: Prompt,
     examples: list[Example],
@@ -104,7 +104,6 @@ async def gradient(
     settings: ModelSettings,
     mode: str = "metric",
     answers: list[str] = (),
-    label: str = "",
 ) -> Feedback:
     """Metric mode shows the failing examples; feedback mode all of them, worst first."""
     by_id = {e.id: e for e in examples}

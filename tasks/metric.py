@@ -201,7 +201,7 @@ def _judge_score(reply: str | None) -> float | None:
     return None if number is None else min(max(number / 10.0, 0.0), 1.0)
 
 
-@task(name="metric", task_run_name="metric {label}", **PURE_STEP_OPTIONS)
+@task(name="metric", **PURE_STEP_OPTIONS)
 async def metric(
     spec: MetricSpec,
     prompt_id: str,
@@ -209,7 +209,6 @@ async def metric(
     predictions: list[Prediction],
     judge: ModelSettings,
     concurrency: int,
-    label: str = "",
 ) -> SplitScore:
     """Each prediction with its score; failed predictions keep score 0 and their error."""
     compare = resolve_metric(spec)

@@ -9,13 +9,12 @@ from prompt_descent.llm.gateway import active_gateway
 from tasks.options import STEP_OPTIONS
 
 
-@task(name="predict", task_run_name="predict {label}", **STEP_OPTIONS)
+@task(name="predict", **STEP_OPTIONS)
 async def predict(
     prompt: Prompt,
     examples: list[Example],
     settings: ModelSettings,
     concurrency: int,
-    label: str = "",
 ) -> list[Prediction]:
     """One prediction per example, in order; a failed call is an empty output with its error."""
     calls = await active_gateway().complete_many(

@@ -56,23 +56,21 @@ async def reword_questions(
     ]
 
 
-@task(name="qa_pairs", task_run_name="qa pairs {label}", **STEP_OPTIONS)
+@task(name="qa_pairs", **STEP_OPTIONS)
 async def qa_pairs(
     prompt: Prompt,
     texts: list[Example],
     settings: ModelSettings,
     concurrency: int,
-    label: str = "",
 ) -> list[TextPairs]:
     return await generate_pairs(prompt, texts, settings, concurrency)
 
 
-@task(name="rephrase", task_run_name="rephrase {label}", **STEP_OPTIONS)
+@task(name="rephrase", **STEP_OPTIONS)
 async def rephrase(
     prompt: Prompt,
     pending: list[Rewording],
     settings: ModelSettings,
     concurrency: int,
-    label: str = "",
 ) -> list[Rewording]:
     return await reword_questions(prompt, pending, settings, concurrency)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict
 
 from prompt_descent.core.config import Example, MetricSpec, ModelSettings, Prompt, SplitScore
 from tasks.metric import metric
+from tasks.options import named
 from tasks.predict import predict
 
 
@@ -23,20 +24,19 @@ class Scorer(BaseModel):
     concurrency: int
 
     async def score(self, prompt: Prompt, examples: list[Example], label: str = "") -> SplitScore:
-        """As the task runs `predict {label}` and `metric {label}`."""
+        """As the task runs `predict <label>` and `metric <label>`."""
         # quote(): Prefect would otherwise walk every example and prediction looking for
         # futures (tens of ms per task run); they still key the cache.
-        outputs = await predict(
-            prompt, quote(examples), self.task_model, self.concurrency, label=label
+        outputs = await named(predict, f"predict {label}")(
+            prompt, quote(examples), self.task_model, self.concurrency
         )
-        return await metric(
+        return await named(metric, f"metric {label}")(
             self.metric,
             prompt.id,
             quote(examples),
             quote(outputs),
             self.judge,
             self.concurrency,
-            label=label,
         )
 
     async def score_within_step(self, prompt: Prompt, examples: list[Example]) -> SplitScore:

@@ -144,7 +144,7 @@ def _after(race: Race, scores: list[float]) -> str:
     return f"after {len(scores)}/{len(race.examples)} examples"
 
 
-@task(name="validate", task_run_name="validate {label}", **STEP_OPTIONS)
+@task(name="validate", **STEP_OPTIONS)
 async def validate(
     candidate: Candidate,
     batch: list[Example],
@@ -153,7 +153,6 @@ async def validate(
     current_val: SplitScore,
     scorer: Scorer,
     rule: AcceptRule,
-    label: str = "",
 ) -> Validation:
     """The candidate's scores on the batch, then on val, until `rule` settles it."""
     result = Validation(batch_before=current_batch.score, val_before=current_val.score)
