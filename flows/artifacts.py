@@ -28,7 +28,7 @@ from prompt_descent.presentation.report import (
     save_report,
     svg_data_uri,
 )
-from prompt_descent.presentation.text import calls_text, demos_text, score_text
+from prompt_descent.presentation.text import calls_text, score_text
 from prompt_descent.storage.store import Store
 
 
@@ -44,7 +44,7 @@ def prompt_markdown(prompt: Prompt) -> str:
         f"**template**\n\n{fence}text\n{prompt.template}\n{fence}"
         + (
             f"\n\n**demonstrations ({len(prompt.demos)})**\n\n"
-            f"{fence}text\n{demos_text(prompt)}\n{fence}"
+            f"{fence}text\n{prompt.demos_text()}\n{fence}"
             if prompt.demos
             else ""
         )

@@ -75,12 +75,12 @@ def prepare_run(config: RunConfig) -> DataSplits:
 def check_demos_held_out(prompt: Prompt, splits: DataSplits) -> None:
     """A demonstration that shows a val or test example would hand it its own answer."""
     held_out = {
-        prompt.template.format(**e.inputs): (split, e.id)
+        prompt.fill(e.inputs): (split, e.id)
         for split, examples in (("val", splits.val), ("test", splits.test))
         for e in examples
     }
     for number, demo in enumerate(prompt.demos):
-        shown = held_out.get(prompt.template.format(**demo.inputs))
+        shown = held_out.get(prompt.fill(demo.inputs))
         if shown is not None:
             split, example_id = shown
             raise UserError(

@@ -153,9 +153,13 @@ class Prompt(Strict):
         """Content address: the same text and demonstrations always have the same id."""
         content = f"{self.system}\x00{self.template}"
         if self.demos:  # a prompt without demonstrations keeps the id it always had
-            shown = [demo.model_dump() for demo in self.demos]
-            content += "\x00" + json.dumps(shown, sort_keys=True, ensure_ascii=False)
+            content += "\x00" + self.demos_json()
         return hashlib.sha256(content.encode()).hexdigest()[:16]
+
+    def demos_json(self) -> str:
+        """The demonstrations as JSON, in one key order: for the id and the store."""
+        shown = [demo.model_dump() for demo in self.demos]
+        return json.dumps(shown, sort_keys=True, ensure_ascii=False)
 
     def placeholders(self) -> set[str]:
         return placeholders(self.template)
@@ -163,11 +167,16 @@ class Prompt(Strict):
     def with_demos(self, demos: list[Demo]) -> Prompt:
         return Prompt(system=self.system, template=self.template, demos=demos)
 
+    def fill(self, inputs: dict[str, str]) -> str:
+        """The user turn for `inputs`: the template filled."""
+        return self.template.format(**inputs)
+
+    def demos_text(self) -> str:
+        """Each demonstration as its user turn and the answer shown after it."""
+        return "\n\n".join(f"{self.fill(demo.inputs)}\n=> {demo.output}" for demo in self.demos)
+
     def _text(self) -> str:
-        shown = "".join(
-            f"\n---- demo {number}\n{self.template.format(**demo.inputs)}\n=> {demo.output}"
-            for number, demo in enumerate(self.demos, start=1)
-        )
+        shown = f"\n---- demos\n{self.demos_text()}" if self.demos else ""
         return f"{self.system}\n---- template\n{self.template}{shown}"
 
     def diff_lines(self, after: Prompt) -> list[str]:
@@ -187,9 +196,9 @@ class Prompt(Strict):
         then each demonstration as a user turn and its answer, then the input."""
         turns = [{"role": "system", "content": self.system}]
         for demo in self.demos:
-            turns.append({"role": "user", "content": self.template.format(**demo.inputs)})
+            turns.append({"role": "user", "content": self.fill(demo.inputs)})
             turns.append({"role": "assistant", "content": demo.output})
-        turns.append({"role": "user", "content": self.template.format(**inputs)})
+        turns.append({"role": "user", "content": self.fill(inputs)})
         return turns
 
 
@@ -352,8 +361,7 @@ class RunConfig(Strict):
     )
     dask: DaskSettings = DaskSettings()
     demos: DemoSettings = Field(
-        default_factory=lambda: DemoSettings(),
-        description="Demonstrations as a lever: each step may propose a new set.",
+        DemoSettings(), description="Demonstrations as a lever: each step may propose a new set."
     )
     history_size: int = Field(
         4, ge=0, description="Recent attempts (val score or rejection) shown to apply."

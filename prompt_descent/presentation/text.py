@@ -1,8 +1,7 @@
-"""How every view writes a score, a run's calls and a prompt's demonstrations."""
+"""How every view writes a score and a run's calls."""
 
 from __future__ import annotations
 
-from prompt_descent.core.config import Prompt
 from prompt_descent.core.results import Usage
 
 
@@ -16,10 +15,3 @@ def calls_text(usage: Usage) -> str:
     if not usage.cached_calls:
         return str(usage.calls)
     return f"{usage.calls} paid, {usage.cached_calls} from the cache"
-
-
-def demos_text(prompt: Prompt) -> str:
-    """Each demonstration as its filled template and the answer shown after it."""
-    return "\n\n".join(
-        f"{prompt.template.format(**demo.inputs)}\n=> {demo.output}" for demo in prompt.demos
-    )

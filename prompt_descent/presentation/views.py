@@ -13,7 +13,7 @@ from prompt_descent.core.config import Prompt
 from prompt_descent.core.results import RunSummary
 from prompt_descent.features.registry import RegisteredPrompt
 from prompt_descent.presentation.report import RunHistory
-from prompt_descent.presentation.text import calls_text, demos_text, score_text
+from prompt_descent.presentation.text import calls_text, score_text
 
 
 def summary_table(run: RunSummary) -> Table:
@@ -188,17 +188,15 @@ def prompt_details(entry: RegisteredPrompt) -> Group:
     )
     facts.add_row("val / test", f"{score_text(entry.val_score)} / {score_text(entry.test_score)}")
     facts.add_row("run", entry.run_id or "(registered without a run)")
-    return Group(
+    parts = [
         header,
         facts,
         Text("\n---- system", style="dim"),
         Text(entry.prompt.system),
         Text("---- template", style="dim"),
         Text(entry.prompt.template),
-        *(
-            [Text(f"---- demonstrations ({len(entry.prompt.demos)})", style="dim")]
-            + [Text(demos_text(entry.prompt))]
-            if entry.prompt.demos
-            else []
-        ),
-    )
+    ]
+    if entry.prompt.demos:
+        parts.append(Text(f"---- demonstrations ({len(entry.prompt.demos)})", style="dim"))
+        parts.append(Text(entry.prompt.demos_text()))
+    return Group(*parts)

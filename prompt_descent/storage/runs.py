@@ -29,12 +29,11 @@ class StepRows:
 
 def prompt_row(prompt: Prompt) -> dict[str, Any]:
     """The `prompts` row of a prompt; `stored_prompt` reads it back."""
-    demos = json.dumps([demo.model_dump() for demo in prompt.demos], ensure_ascii=False)
     return {
         "prompt_id": prompt.id,
         "system": prompt.system,
         "template": prompt.template,
-        "demos": demos,
+        "demos": prompt.demos_json(),
     }
 
 
