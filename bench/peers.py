@@ -375,32 +375,51 @@ def spread_of(accuracies: list[float]) -> str:
     return f"{accuracies[0]:.1f} (1 seed)" if accuracies else "-"
 
 
+def gain_over_baseline(gains: list[float]) -> str:
+    """The paired gain over the seed prompt, ± its standard error, marked when outside 2 s.e."""
+    if len(gains) < 2:
+        return f"{gains[0]:+.1f} (1 seed)" if gains else "-"
+    error = statistics.stdev(gains) / len(gains) ** 0.5
+    outside = " **> 2 s.e.**" if statistics.mean(gains) > 2 * error else ""
+    return f"{statistics.mean(gains):+.1f} ± {error:.1f}{outside}"
+
+
 def write_table(args: argparse.Namespace, results: dict) -> str:
+    """One row per task and method that has cells; each row over the seeds it has."""
     cells, size = results["cells"], results["size"]
     table_rows = []
     for task in args.tasks:
-        full = [s for s in args.seeds if all(f"{task}|{s}|{m}" in cells for m in args.methods)]
-        baseline = [
-            100 * cells[f"{task}|{s}|baseline"]["test"]
-            for s in full
-            if f"{task}|{s}|baseline" in cells
-        ]
         for method in args.methods:
-            accs = [100 * cells[f"{task}|{s}|{method}"]["test"] for s in full]
-            calls = [cells[f"{task}|{s}|{method}"]["calls"] for s in full]
-            spread = spread_of(accs)
-            gained = mean(accs) - mean(baseline) if accs and baseline else 0.0
+            done = [cells[c] for s in args.seeds if (c := f"{task}|{s}|{method}") in cells]
+            if not done:
+                continue
+            accuracies = [100 * cell["test"] for cell in done]
+            calls = mean([cell["calls"] for cell in done])
+            gains = [
+                100 * (cell["test"] - cells[base]["test"])
+                for cell in done
+                if (base := f"{task}|{cell['seed']}|baseline") in cells
+            ]
             per_point = (
-                f"{mean(calls) / gained:.1f}" if gained > 0 and method != "baseline" else "-"
+                f"{calls / mean(gains):.1f}" if method != "baseline" and mean(gains) > 0 else "-"
             )
             table_rows.append(
-                [task, method, spread, f"{mean(calls):.0f}" if calls else "-", per_point, len(full)]
+                [
+                    task,
+                    method,
+                    spread_of(accuracies),
+                    "-" if method == "baseline" else gain_over_baseline(gains),
+                    f"{calls:.0f}",
+                    per_point,
+                    len(done),
+                ]
             )
     table = markdown_table(
         [
             "task",
             "method",
             "test % (mean ± std over seeds)",
+            "gain over baseline (± s.e., paired by seed)",
             "calls (mean)",
             "calls per point gained",
             "seeds",
