@@ -14,14 +14,13 @@ from __future__ import annotations
 import json
 import re
 
-from prefect import task
 from pydantic import BaseModel
 
 from prompt_descent.core.config import ModelSettings, Prompt, placeholders, template_error
 from prompt_descent.core.results import Attempt, Candidate, Feedback
 from prompt_descent.llm.structured import complete_structured
 from tasks.gradient import describe_prompt
-from tasks.options import STEP_OPTIONS
+from tasks.options import step
 
 APPLY_SYSTEM = (
     "You improve prompts for a language model. Given the current prompt, feedback on its "
@@ -124,7 +123,7 @@ def clean_messages(proposal: ProposedPrompt) -> list[dict[str, str]]:
     ]
 
 
-@task(name="apply", **STEP_OPTIONS)
+@step("apply")
 async def apply(
     prompt: Prompt,
     feedback: Feedback,

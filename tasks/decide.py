@@ -10,11 +10,10 @@ taken, scored in full.
 
 from __future__ import annotations
 
-from prefect import task
 from pydantic import BaseModel, ConfigDict
 
 from prompt_descent.core.results import Decision, Validation
-from tasks.options import PURE_STEP_OPTIONS
+from tasks.options import step
 
 
 class AcceptRule(BaseModel):
@@ -28,7 +27,7 @@ class AcceptRule(BaseModel):
     early_reject_chance: float = 0.0  # checked where it is configured (RunConfig)
 
 
-@task(name="decide", **PURE_STEP_OPTIONS)
+@step("decide", pure=True)
 async def decide(validation: Validation, rule: AcceptRule) -> Decision:
     if rule.always_accept and validation.val_after is not None:
         return Decision(

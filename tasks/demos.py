@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import random
 
-from prefect import task
-
 from prompt_descent.core.config import Demo, DemoSettings, Example, Prompt
 from prompt_descent.core.results import Attempt, Candidate
 from tasks.apply import repeat_of
-from tasks.options import PURE_STEP_OPTIONS
+from tasks.options import step
 
 
 def draw_demos(
@@ -44,7 +42,7 @@ def draw_demos(
     ]
 
 
-@task(name="demos", **PURE_STEP_OPTIONS)
+@step("demos", pure=True)
 async def propose_demos(
     prompt: Prompt,
     pool: list[Example],

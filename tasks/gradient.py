@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import json
 
-from prefect import task
-
 from prompt_descent.core.config import Example, ModelSettings, Prediction, Prompt, SplitScore
 from prompt_descent.core.results import Feedback
 from prompt_descent.llm.gateway import active_gateway
-from tasks.options import STEP_OPTIONS
+from tasks.options import step
 
 MAX_CASES_SHOWN = 8
 MAX_ANSWER_SPACE = 12
@@ -96,7 +94,7 @@ def gradient_messages(
     ]
 
 
-@task(name="gradient", **STEP_OPTIONS)
+@step("gradient")
 async def gradient(
     prompt: Prompt,
     examples: list[Example],

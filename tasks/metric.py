@@ -12,8 +12,6 @@ import re
 import string
 from collections.abc import Callable
 
-from prefect import task
-
 from prompt_descent.core import answers
 from prompt_descent.core.config import (
     AnswerSpec,
@@ -26,7 +24,7 @@ from prompt_descent.core.config import (
 from prompt_descent.errors import UserError
 from prompt_descent.llm.gateway import active_gateway
 from prompt_descent.llm.structured import extract_json
-from tasks.options import PURE_STEP_OPTIONS
+from tasks.options import step
 
 Metric = Callable[[str, Example], float]
 
@@ -201,7 +199,7 @@ def _judge_score(reply: str | None) -> float | None:
     return None if number is None else min(max(number / 10.0, 0.0), 1.0)
 
 
-@task(name="metric", **PURE_STEP_OPTIONS)
+@step("metric", pure=True)
 async def metric(
     spec: MetricSpec,
     prompt_id: str,

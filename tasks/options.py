@@ -1,4 +1,5 @@
-"""What every step task declares: retries with backoff, and a cache over its inputs.
+"""What every step task declares: retries with backoff, a cache over its inputs, and a
+clean end when the run is asked to stop inside it.
 
 The cache key is the step's inputs and source, not the flow run, so an identical
 run (or a resumed one) gets the step's persisted result back without a call. A task
@@ -7,23 +8,37 @@ run's name (`named`) is not an input: it is left out of the key.
 A pure step (no LLM call of its own) is retried but neither cached nor persisted:
 running it again costs less than hashing its inputs and storing its result, and a
 rerun's LLM calls are served by the gateway's call cache anyway.
+
+A stop the user asked for (a budget spent, a Ctrl-C) is not a failure: the step's task
+run ends Completed, named "Stopped", with nothing stored under its cache key (a resume
+with more budget runs it again), and `named` raises the stop in the flow, which closes
+the run as stopped.
 """
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+import functools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar
 
+from prefect import task
 from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
+from prefect.context import TaskRunContext
+from prefect.states import Completed
 from prefect.tasks import Task, exponential_backoff
+from prefect.transactions import get_transaction
 
 from prompt_descent.errors import BudgetExhausted, UserError
 from prompt_descent.runtime.interrupt import Interrupted
 
+ASKED_STOPS = (BudgetExhausted, Interrupted)
+
 
 async def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
-    """A spent budget, a Ctrl-C or a user mistake will fail the same way again."""
+    """A user mistake fails the same way again (asked-for stops never fail a step)."""
     error = await state.aresult(raise_on_failure=False)
-    return not isinstance(error, BudgetExhausted | Interrupted | UserError)
+    return not isinstance(error, UserError)
 
 
 RETRY_OPTIONS: dict[str, Any] = {
@@ -43,11 +58,49 @@ PURE_STEP_OPTIONS: dict[str, Any] = {
     "persist_result": False,
 }
 
+Params = ParamSpec("Params")
+Result = TypeVar("Result")
+StepFunction = Callable[Params, Awaitable[Result]]
 
-StepTask = TypeVar("StepTask", bound=Task)
+
+@dataclass(frozen=True)
+class StepStopped:
+    """What a step's task run returns when the run was asked to stop inside it."""
+
+    stop: BudgetExhausted | Interrupted
 
 
-def named(step: StepTask, run_name: str) -> StepTask:
-    """`step` with its task run named `run_name` in the UI and the log, e.g. 'validate step
-    2 proposal 1'; taken as written, not as a format string of the step's parameters."""
-    return step.with_options(task_run_name=lambda: run_name)
+def step(name: str, *, pure: bool = False) -> Callable[[StepFunction], Task]:
+    """The step's function as a task named `name`, with the options above."""
+
+    def decorate(function: StepFunction) -> Task:
+        @functools.wraps(function)
+        async def stops_cleanly(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await function(*args, **kwargs)
+            except ASKED_STOPS as stop:
+                context = TaskRunContext.get()
+                if context is None or context.task.fn is not stops_cleanly:
+                    raise  # called as part of another step (`.fn`): that one ends Stopped
+                get_transaction().write_on_commit = False
+                return Completed(name="Stopped", message=str(stop), data=StepStopped(stop))
+
+        options = PURE_STEP_OPTIONS if pure else STEP_OPTIONS
+        return task(name=name, **options)(stops_cleanly)
+
+    return decorate
+
+
+def named(step: Task, run_name: str) -> Callable[..., Awaitable[Any]]:
+    """Run `step` with its task run named `run_name` in the UI and the log, e.g. 'validate
+    step 2 proposal 1' (taken as written, not as a format string of the step's parameters).
+    A stop inside it is raised here, in the flow."""
+    renamed = step.with_options(task_run_name=lambda: run_name)
+
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        result = await (await renamed(*args, return_state=True, **kwargs)).aresult()
+        if isinstance(result, StepStopped):
+            raise result.stop
+        return result
+
+    return run

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from prefect import task
-
 from prompt_descent.core.config import Example, ModelSettings, Prediction, Prompt
 from prompt_descent.llm.gateway import active_gateway
-from tasks.options import STEP_OPTIONS
+from tasks.options import step
 
 
-@task(name="predict", **STEP_OPTIONS)
+@step("predict")
 async def predict(
     prompt: Prompt,
     examples: list[Example],

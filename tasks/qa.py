@@ -7,8 +7,6 @@ a record that never parses comes back with its error instead of failing the batc
 
 from __future__ import annotations
 
-from prefect import task
-
 from prompt_descent.core.config import Example, ModelSettings, Prompt
 from prompt_descent.features.qa import (
     QA_PLACEHOLDER,
@@ -19,7 +17,7 @@ from prompt_descent.features.qa import (
     TextPairs,
 )
 from prompt_descent.llm.structured import complete_structured_many
-from tasks.options import STEP_OPTIONS
+from tasks.options import step
 
 
 async def generate_pairs(
@@ -56,7 +54,7 @@ async def reword_questions(
     ]
 
 
-@task(name="qa_pairs", **STEP_OPTIONS)
+@step("qa_pairs")
 async def qa_pairs(
     prompt: Prompt,
     texts: list[Example],
@@ -66,7 +64,7 @@ async def qa_pairs(
     return await generate_pairs(prompt, texts, settings, concurrency)
 
 
-@task(name="rephrase", **STEP_OPTIONS)
+@step("rephrase")
 async def rephrase(
     prompt: Prompt,
     pending: list[Rewording],

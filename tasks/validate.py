@@ -23,13 +23,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from prefect import task
-
 from prompt_descent.core.config import Example, Prediction, Prompt, SplitScore
 from prompt_descent.core.reach import TOLERANCE, Group, chance_to_reach, fewest_needed
 from prompt_descent.core.results import Candidate, Validation
 from tasks.decide import AcceptRule
-from tasks.options import STEP_OPTIONS
+from tasks.options import step
 from tasks.score import Scorer
 
 
@@ -144,7 +142,7 @@ def _after(race: Race, scores: list[float]) -> str:
     return f"after {len(scores)}/{len(race.examples)} examples"
 
 
-@task(name="validate", **STEP_OPTIONS)
+@step("validate")
 async def validate(
     candidate: Candidate,
     batch: list[Example],

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
 import litellm
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows.optimize import optimize_prompt
 from prompt_descent.core.config import RunConfig
@@ -109,3 +112,51 @@ def test_a_budget_for_the_optimization_alone_leaves_out_scoring_the_test_split(
     with duckdb.connect(str(tmp_path / "runs.duckdb"), read_only=True) as con:
         (recorded,) = con.execute("SELECT count(*) FROM llm_calls").fetchone()
     assert recorded == summary.usage.calls == 30 + test_calls
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_a_spent_budget_ends_its_step_stopped_not_failed_and_is_not_cached(
+    tmp_path: Path, priced_fake_model: ScriptedModel
+) -> None:
+    """The step the budget ran out in is a Completed task run named Stopped, nothing is
+    logged as an error, and a run with more budget runs that step instead of being served
+    the stop from the result cache."""
+    task_log, records = logging.getLogger("prefect.task_runs"), Records()
+    task_log.addHandler(records)
+    try:
+        state = asyncio.run(
+            optimize_prompt(config(tmp_path, {"max_llm_calls": 30}), return_state=True)
+        )
+    finally:
+        task_log.removeHandler(records)
+    summary = state.result()
+
+    async def task_runs() -> list:
+        async with get_client() as client:
+            return await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(
+                    id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+                )
+            )
+
+    runs = asyncio.run(task_runs())
+    assert summary.status == "stopped"
+    assert [r.levelname for r in records.records if r.levelno >= logging.WARNING] == []
+    stopped = [r for r in runs if r.state.name == "Stopped"]
+    assert len(stopped) == 1
+    assert stopped[0].state.is_completed()
+    assert "max_llm_calls=30" in stopped[0].state.message
+    assert not [r.name for r in runs if not r.state.is_completed()]
+
+    more = config(tmp_path, {"max_llm_calls": 200}).model_copy(update={"steps": 1})
+    again = asyncio.run(optimize_prompt(more))
+    assert again.status == "completed"
+    assert again.proposals >= 1

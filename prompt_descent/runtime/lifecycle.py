@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from prompt_descent.core.config import Budget, RetrySettings
-from prompt_descent.errors import RunStopped
+from prompt_descent.errors import RunStopped, TooManyFailures
 from prompt_descent.llm.gateway import Gateway, activate, load_journal
 from prompt_descent.runtime import interrupt
 from prompt_descent.storage.store import Store
@@ -101,7 +101,8 @@ async def recorded_run(
             run.status = "completed"
         except RunStopped as stopped:
             run.status, run.stop_reason = "stopped", str(stopped)
-            _logger().warning("stopping: %s; keeping what the run has so far", stopped)
+            level = logging.WARNING if isinstance(stopped, TooManyFailures) else logging.INFO
+            _logger().log(level, "stopping: %s; keeping what the run has so far", stopped)
         except BaseException as failure:
             run.status, run.stop_reason = "failed", f"{type(failure).__name__}: {failure}"
             raise
