@@ -6,6 +6,9 @@ own under bench/.venvs (none is a dependency of the project):
 - DSPy 3.4.1 GEPA, and MIPROv2 instruction-only and with demonstrations (bench/peer_dspy.py);
 - Ape's TextGradientTrainer from ape-core 0.10.0 / ape-common 0.2.1 (bench/peer_ape.py).
 
+prompt-descent runs as one method per set of levers (LEVERS): plain, with demonstrations,
+and with demonstrations plus right cases shown to the gradient (`right_shown`).
+
 Every method, prompt-descent included (as `openai/...` models with `api_base`), calls
 the same llama-cpp-python OpenAI-compatible servers (bench/peer_server.py): one for the
 task model, one for the optimizer model. Each cell sends its own API key and the servers
@@ -73,10 +76,15 @@ SERVERS = {
     "task": ("qwen2.5-coder-0.5b-instruct", 8101),
     "optimizer": ("qwen2.5-coder-1.5b-instruct", 8102),
 }
+DEMOS = 4
+LEVERS = {  # prompt-descent's methods: the config keys each one turns on
+    "prompt-descent": {},
+    "prompt-descent-demos": {"demos": {"count": DEMOS}},  # one new set of DEMOS per step
+    "prompt-descent-right": {"demos": {"count": DEMOS}, "right_shown": 2},  # and right cases
+}
 METHODS = [
     "baseline",
-    "prompt-descent",
-    "prompt-descent-demos",  # with the demonstrations lever: one new set of DEMOS per step
+    *LEVERS,
     "dspy-gepa",
     "dspy-mipro",
     "dspy-mipro-demos",
@@ -84,7 +92,6 @@ METHODS = [
 ]
 SHORT_ANSWER_TOKENS = 8
 OPTIMIZER_TOKENS = 384
-DEMOS = 4
 KEY_ENV = "PEERS_BENCH_KEY"
 SCORING_KEY = "test-scoring"
 
@@ -189,7 +196,7 @@ def rows(examples: list[Example]) -> list[dict]:
 
 
 def run_prompt_descent(
-    task: str, seed: int, data: Path, size: dict, budget: int, key: str, demos: int = 0
+    task: str, seed: int, data: Path, size: dict, budget: int, key: str, levers: dict
 ) -> dict:
     from prompt_descent import api
 
@@ -223,8 +230,8 @@ def run_prompt_descent(
         seed=seed,
         concurrency=1,
         budget={"max_llm_calls": budget},
-        demos={"count": demos},
         store=str(path / "runs.duckdb"),
+        **levers,
     )
     summary = api.optimize(config)
     best = api.load_prompt(config.registry_name, store=config.store).prompt
@@ -337,9 +344,9 @@ def run_all(args: argparse.Namespace, results: dict, result_file: Path) -> None:
                             "demos": [],
                             "detail": "",
                         }
-                    elif method.startswith("prompt-descent"):
-                        demos = DEMOS if method == "prompt-descent-demos" else 0
-                        final = run_prompt_descent(task, seed, data, size, budget, key, demos)
+                    elif method in LEVERS:
+                        levers = LEVERS[method]
+                        final = run_prompt_descent(task, seed, data, size, budget, key, levers)
                     else:
                         final = run_peer(method, task, seed, splits, budget, key)
                         if final is None:

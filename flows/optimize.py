@@ -172,7 +172,13 @@ class Trainer:
             if await self.try_candidate(step, proposal, batch, batch_scores, candidate, history):
                 return
         feedback = await named(gradient, f"gradient step {step}")(
-            self.current, batch, batch_scores, models.gradient, config.mode, self.answers
+            self.current,
+            batch,
+            batch_scores,
+            models.gradient,
+            config.mode,
+            self.answers,
+            config.right_shown,
         )
         unusable: list[str] = []  # why earlier edits had no prompt, for apply to avoid
         for edit in range(config.max_proposals):

@@ -1,7 +1,8 @@
 """Step 3, backward: the gradient model explains how the prompt should change.
 
 Metric mode: the text gradient is built from everything known about the failing
-examples: the prompt, each input, the model's output, the target and the score.
+examples: the prompt, each input, the model's output, the target and the score; with
+`right_shown`, also a few examples the prompt gets right, which an edit must keep.
 Feedback mode (no targets): it is a critique of the prompt by all its answers.
 The gradient depends only on the current prompt and the batch, so one call serves
 every proposal for the batch; the apply step is shown how the earlier ones fared.
@@ -65,6 +66,7 @@ def gradient_messages(
     cases: list[tuple[Example, Prediction]],
     mode: str = "metric",
     answers: list[str] = (),
+    right: list[tuple[Example, Prediction]] = (),
 ) -> list[dict[str, str]]:
     shown = "\n\n".join(_case(n, *case) for n, case in enumerate(cases, start=1))
     if any(prediction.truncated for _, prediction in cases):
@@ -79,6 +81,9 @@ def gradient_messages(
             + ", ".join(repr(a) for a in answers)
             + "."
         )
+    if right:
+        kept = "\n\n".join(_case(n, *case) for n, case in enumerate(right, start=len(cases) + 1))
+        shown += "\n\nRight outputs, for contrast: the changes must keep these right.\n\n" + kept
     if mode == "feedback":
         system, heading, ask = CRITIQUE_SYSTEM, "Answers", "Your critique"
     else:
@@ -102,14 +107,19 @@ async def gradient(
     settings: ModelSettings,
     mode: str = "metric",
     answers: list[str] = (),
+    right_shown: int = 0,
 ) -> Feedback:
-    """Metric mode shows the failing examples; feedback mode all of them, worst first."""
+    """Metric mode shows the failing examples, then up to `right_shown` right ones;
+    feedback mode all of them, worst first."""
     by_id = {e.id: e for e in examples}
     shown = sorted(scores.predictions, key=lambda p: p.score)
+    right: list[Prediction] = []
     if mode == "metric":
+        right = [p for p in shown if p.score >= 1.0][:right_shown]
         shown = [p for p in shown if p.score < 1.0]
     cases = [(by_id[p.example_id], p) for p in shown][:MAX_CASES_SHOWN]
+    kept = [(by_id[p.example_id], p) for p in right]
     call = await active_gateway().complete(
-        "gradient", settings, gradient_messages(prompt, cases, mode, answers)
+        "gradient", settings, gradient_messages(prompt, cases, mode, answers, kept)
     )
     return Feedback(prompt_id=prompt.id, text=(call.response or "").strip(), failures=len(cases))

@@ -1,5 +1,5 @@
-"""What the gradient model is shown: failing cases, the answer space when it is small, and
-which outputs the token limit cut off."""
+"""What the gradient model is shown: failing cases, the answer space when it is small,
+which outputs the token limit cut off, and, when asked, a few right cases."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ def script(model: str, messages: list[dict[str, str]]) -> str:
     return "a sentence, not a label"
 
 
-def gradient_prompts(tmp_path: Path, targets: list[str], answer_tokens: int = 64) -> list[str]:
+def gradient_prompts(
+    tmp_path: Path, targets: list[str], answer_tokens: int = 64, right_shown: int = 0
+) -> list[str]:
     tmp_path.mkdir(exist_ok=True)
     data = tmp_path / "data.jsonl"
     data.write_text(
@@ -38,6 +40,7 @@ def gradient_prompts(tmp_path: Path, targets: list[str], answer_tokens: int = 64
         splits={"train": 16, "val": 4, "test": 0},
         steps=1,
         max_proposals=1,
+        right_shown=right_shown,
         store=str(tmp_path / "runs.duckdb"),
     )
     asyncio.run(optimize_prompt(config))
@@ -66,3 +69,22 @@ def test_outputs_the_token_limit_cut_off_are_shown_as_cut_off(tmp_path: Path, fa
     assert "Model output (cut off at the token limit): a sentence, not a label" in cut
     assert "give the expected answer first" in cut
     assert "cut off" not in whole and "Model output: a sentence, not a label" in whole
+
+
+def right_and_wrong(model: str, messages: list[dict[str, str]]) -> str:
+    if messages[0]["content"].startswith("You improve prompts"):
+        return json.dumps({"system": "Answer with the label only.", "template": "{input}"})
+    return "yes"  # right on the 'yes' half of the batch
+
+
+def test_right_shown_adds_the_batch_examples_the_prompt_gets_right(
+    tmp_path: Path, fake_model
+) -> None:
+    fake_model(right_and_wrong)
+    (default,) = gradient_prompts(tmp_path / "default", ["yes", "no"] * 10)
+    (shown,) = gradient_prompts(tmp_path / "shown", ["yes", "no"] * 10, right_shown=1)
+    assert "Right outputs" not in default
+    wrong, _, right = shown.partition("Right outputs, for contrast")
+    assert "Expected: no" in wrong and "Expected: yes" not in wrong
+    assert right.count("Expected: yes") == 1 and "Expected: no" not in right
+    assert "Model output: yes" in right

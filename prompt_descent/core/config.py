@@ -363,6 +363,13 @@ class RunConfig(Strict):
     demos: DemoSettings = Field(
         DemoSettings(), description="Demonstrations as a lever: each step may propose a new set."
     )
+    right_shown: int = Field(
+        0,
+        ge=0,
+        le=8,
+        description="Examples of the batch the current prompt gets right, shown to the "
+        "gradient model beside the failures as ones to keep right (metric mode); 0: none.",
+    )
     history_size: int = Field(
         4, ge=0, description="Recent attempts (val score or rejection) shown to apply."
     )
