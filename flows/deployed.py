@@ -23,5 +23,8 @@ def _run_name() -> str:
 
 @flow(name="optimize", flow_run_name=_run_name)
 async def optimize_from_config(config_path: str) -> RunSummary:
-    """Optimize the prompt of the run config (YAML) at `config_path` and register the best."""
-    return await optimize_prompt(load_config(config_path))
+    """Optimize the prompt of the run config (YAML) at `config_path` and register the best.
+
+    The optimization runs in this flow run, not as a subflow of it, so that its task runs,
+    logs and artifacts are on the run the user started."""
+    return await optimize_prompt.fn(load_config(config_path))

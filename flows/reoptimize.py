@@ -90,7 +90,8 @@ async def reoptimize(config_path: str, margin: float = 0.0) -> Promotion:
         else "none registered; starting from the config's prompt",
     )
     challenger_config = _challenger_config(config, champion)
-    run = await optimize_prompt(challenger_config, register_best=False)
+    # in this flow run, not a subflow: its steps and artifacts are on the run the user started
+    run = await optimize_prompt.fn(challenger_config, register_best=False)
     champion_score = await _test_score(
         challenger_config, challenger_config.prompt, run.baseline_test, "champion"
     )

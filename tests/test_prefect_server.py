@@ -34,6 +34,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.filters import (
     ArtifactFilter,
+    ArtifactFilterFlowRunId,
     ArtifactFilterKey,
     FlowRunFilter,
     FlowRunFilterId,
@@ -42,6 +43,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.events.clients import PrefectEventsClient
 from prefect.events.worker import EventsWorker
+from prefect.exceptions import ObjectAlreadyExists
 from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
@@ -403,6 +405,89 @@ def run_command(args: list[str], env: dict[str, str], cwd: Path, timeout: float)
     return done.stdout
 
 
+def run_deployment(
+    server: Server, name: str, parameters: list[dict[str, Any]], tmp_path: Path
+) -> list[Any]:
+    """Deploy the project's deployment `name` (prefect.yaml), start one flow run of it per
+    parameters, let a process worker run them all, and return the flow runs as they ended."""
+    # each call takes 0.2 s, so that runs started together overlap
+    env = server.env(PROMPT_DESCENT_FAKE_SCRIPT=DEMO_SCRIPT, PROMPT_DESCENT_FAKE_LATENCY="0.2")
+
+    async def create_pool(client: Any) -> None:
+        with contextlib.suppress(ObjectAlreadyExists):
+            await client.create_work_pool(WorkPoolCreate(name=POOL, type="process"))
+
+    call(server, create_pool)
+    deployed = run_command(
+        [str(BIN / "prefect"), "--no-prompt", "deploy", "--name", name.split("/")[1]],
+        env,
+        ROOT,  # where prefect.yaml is: the deployment under test is the project's own
+        120,
+    )
+    assert name in deployed
+
+    async def trigger(client: Any) -> list[UUID]:
+        deployment = await client.read_deployment_by_name(name)
+        assert deployment.pull_steps == [
+            {"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}
+        ]
+        runs = [
+            await client.create_flow_run_from_deployment(deployment.id, parameters=given)
+            for given in parameters
+        ]
+        return [run.id for run in runs]
+
+    run_ids = call(server, trigger)
+    limit = str(len(run_ids))
+    worker = tether.spawn(
+        [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--run-once", "--limit", limit],
+        env=env,
+        cwd=tmp_path,
+        stdout=(tmp_path / "worker.log").open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        worker.wait(timeout=150)
+    finally:
+        tether.stop(worker)
+
+    async def states(client: Any) -> list[Any]:
+        return [await client.read_flow_run(run_id) for run_id in run_ids]
+
+    flow_runs = call(server, states)
+    log = (tmp_path / "worker.log").read_text()[-4000:]
+    assert [r.state.type.value for r in flow_runs] == ["COMPLETED"] * len(run_ids), log
+    return flow_runs
+
+
+def artifact_keys_of(server: Server, flow_run_id: UUID) -> set[str]:
+    """The keys of the artifacts on one flow run itself (not on its subflows)."""
+
+    async def read(client: Any) -> list[Any]:
+        return await client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+
+    return {artifact.key for artifact in call(server, read) if artifact.key}
+
+
+def test_a_deployment_run_shows_the_optimization_on_the_run_the_user_started(
+    server: Server, tmp_path: Path
+) -> None:
+    config = demo_config(tmp_path, steps=1, max_proposals=1, splits={"train": 4, "val": 8})
+    config_path = tmp_path / "on-demand.yaml"
+    config_path.write_text(json.dumps(config))  # JSON is YAML
+    (flow_run,) = run_deployment(
+        server, "optimize/optimize", [{"config_path": str(config_path)}], tmp_path
+    )
+    assert flow_run.name == "optimize on-demand"
+    (run,) = Store(config["store"]).query("SELECT run_id, status FROM runs")
+    assert run["status"] == "completed"
+    prefix = re.sub(r"[^a-z0-9]", "-", run["run_id"].lower())
+    keys = artifact_keys_of(server, flow_run.id)
+    assert {f"{prefix}-summary", f"{prefix}-progress", f"{prefix}-step-1"} <= keys, keys
+
+
 def test_nightly_deployment_runs_twice_at_once_and_records_its_decisions(
     server: Server, tmp_path: Path
 ) -> None:
@@ -427,51 +512,20 @@ def test_nightly_deployment_runs_twice_at_once_and_records_its_decisions(
     store = Store(config["store"])
     register_prompt("contains-answer", VAGUE, RunConfig(**config).models.task, store)
 
-    # each call takes 0.2 s, so both runs read the champion before either can promote
-    env = server.env(PROMPT_DESCENT_FAKE_SCRIPT=DEMO_SCRIPT, PROMPT_DESCENT_FAKE_LATENCY="0.2")
-    call(server, lambda client: client.create_work_pool(WorkPoolCreate(name=POOL, type="process")))
-    deployed = run_command(
-        [str(BIN / "prefect"), "--no-prompt", "deploy", "--name", "reoptimize-nightly"],
-        env,
-        ROOT,  # where prefect.yaml is: the deployment under test is the project's own
-        120,
-    )
-    assert "reoptimize/reoptimize-nightly" in deployed
-
-    async def trigger(client: Any) -> list[UUID]:
-        deployment = await client.read_deployment_by_name("reoptimize/reoptimize-nightly")
-        assert deployment.pull_steps == [
-            {"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}
-        ]
-        assert deployment.schedules and deployment.schedules[0].schedule.cron == "0 3 * * *"
-        runs = [
-            await client.create_flow_run_from_deployment(
-                deployment.id, parameters={"config_path": str(config_path), "margin": 0.05}
-            )
-            for _ in range(2)
-        ]
-        return [run.id for run in runs]
-
-    run_ids = call(server, trigger)
-    worker = tether.spawn(
-        [str(BIN / "prefect"), "worker", "start", "--pool", POOL] + ["--run-once", "--limit", "2"],
-        env=env,
-        cwd=tmp_path,
-        stdout=(tmp_path / "worker.log").open("w"),
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        worker.wait(timeout=150)
-    finally:
-        tether.stop(worker)
-
-    async def states(client: Any) -> list[Any]:
-        return [await client.read_flow_run(run_id) for run_id in run_ids]
-
-    flow_runs = call(server, states)
-    log = (tmp_path / "worker.log").read_text()[-4000:]
-    assert [r.state.type.value for r in flow_runs] == ["COMPLETED", "COMPLETED"], log
+    # both runs read the champion before either can promote
+    nightly = {"config_path": str(config_path), "margin": 0.05}
+    flow_runs = run_deployment(server, "reoptimize/reoptimize-nightly", [nightly] * 2, tmp_path)
     assert all(r.name == "reoptimize nightly" for r in flow_runs)
+    for flow_run in flow_runs:  # the challenger's steps and the decision, on the run itself
+        keys = artifact_keys_of(server, flow_run.id)
+        assert "contains-answer-promotion" in keys, keys
+        assert any(key.endswith("-summary") for key in keys), keys
+
+    async def schedule(client: Any) -> Any:
+        return await client.read_deployment_by_name("reoptimize/reoptimize-nightly")
+
+    deployment = call(server, schedule)
+    assert deployment.schedules and deployment.schedules[0].schedule.cron == "0 3 * * *"
 
     promotions = store.query("SELECT * FROM promotions ORDER BY created_at")
     assert len(promotions) == 2
