@@ -115,16 +115,17 @@ class RunPublisher:
         self._publish(progress())
 
     async def proposal(self, row: IterationRecord) -> None:
+        # the verdict and its reason come first: the UI's table scrolls, it does not wrap
         self._rows.append(
             {
                 "step": row.step,
                 "proposal": row.proposal,
+                "accepted": row.accepted,
+                "reason": row.reason,
                 "batch before": score_text(row.batch_before),
                 "batch after": score_text(row.batch_after),
                 "val before": score_text(row.val_before),
                 "val after": score_text(row.val_after),
-                "accepted": row.accepted,
-                "reason": row.reason,
                 "calls": row.llm_calls,
                 "cost usd": round(row.cost_usd, 6),
             }

@@ -384,8 +384,9 @@ def test_ui_shows_the_run_and_its_iteration_table(
     assert "Can't connect to Server API" not in run_page
 
     table_page = visible_text(doms["table"])
-    for header in ("step", "proposal", "batch before", "batch after", "val after", "reason"):
-        assert header in table_page
+    headers = ("proposal", "accepted", "reason", "batch before", "batch after", "val after")
+    at = [table_page.find(f" {header} ") for header in headers]
+    assert -1 not in at and at == sorted(at), at  # the verdict and reason before the scores
     first = json.loads(table.data)[0]
     assert first["reason"] in table_page
 
