@@ -58,13 +58,14 @@ async def expand_qa(
         the_store, run_id, "expand_qa", "expand_qa", config, budget=budget
     ) as opened:
         gateway = opened.gateway
+        stop_above = request.max_failed_fraction
         pairs = await named(qa_pairs, f"qa pairs {qa.name}")(
-            qa.prompt, examples, qa.settings, concurrency
+            qa.prompt, examples, qa.settings, concurrency, stop_above
         )
         the_store.save_step(run_id, prompts=[qa.prompt], calls=gateway.drain())
         pending = questions_to_reword(pairs)
         reworded = await named(rephrase, f"rephrase {reword.name}")(
-            reword.prompt, pending, reword.settings, concurrency
+            reword.prompt, pending, reword.settings, concurrency, stop_above
         )
         the_store.save_step(run_id, prompts=[reword.prompt], calls=gateway.drain())
         rows = expand(pairs, reworded)

@@ -356,12 +356,14 @@ def expand_qa(
     concurrency: int = 4,
     budget: Budget | None = None,
     run_id: str | None = None,
+    max_failed_fraction: float = 0.5,
 ) -> ExpandSummary:
     """Run the expand_qa flow: texts -> QA pairs -> reworded questions; returns ExpandSummary.
 
     `texts` is a JSONL/CSV/Parquet file with a `text_column`, or a DuckDB query (run
     against `database`). Rows land in the store's `expanded_qa` table and, if given,
-    in `output` (.jsonl or .parquet).
+    in `output` (.jsonl or .parquet). Once more than `max_failed_fraction` of a step's
+    replies (from the 8th on) failed to parse, the run stops there: status 'stopped'.
     """
     _no_running_loop("expand_qa")
     apply_project_defaults()
@@ -377,6 +379,7 @@ def expand_qa(
         text_column=text_column,
         id_column=id_column,
         database=database,
+        max_failed_fraction=max_failed_fraction,
     )
     check_request(request, open_store(store))  # a mistyped name fails before the flow starts
     run_id = run_id or new_run_id("expand-qa")

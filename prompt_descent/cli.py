@@ -414,6 +414,15 @@ def expand_qa(
         str | None, typer.Option(help="DuckDB file a query runs against (default: in memory).")
     ] = None,
     concurrency: Annotated[int, typer.Option(help="Calls in flight.")] = 4,
+    max_failed: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Stop once more than this fraction of a step's replies failed to parse "
+            "(checked from the 8th on); 1 never stops early.",
+        ),
+    ] = 0.5,
     store: StoreOption = None,
     config_file: ConfigOption = None,
 ) -> None:
@@ -433,6 +442,7 @@ def expand_qa(
                 id_column=id_column,
                 database=database,
                 concurrency=concurrency,
+                max_failed_fraction=max_failed,
             )
         )
     except UserError as error:
@@ -443,13 +453,19 @@ def expand_qa(
         f"run {summary.run_id} {summary.status}{stopped}: {summary.texts} texts -> "
         f"{summary.rows} rows, {summary.failed} with an error{written}"
     )
-    if summary.failed:  # the rows are kept, with their errors; a script must still see it
-        Console(stderr=True, soft_wrap=True).print(
-            f"[red]error:[/red] {summary.failed} of {summary.rows} rows failed; their errors "
-            f"are in the expanded_qa table (run {summary.run_id})",
-            highlight=False,
+    # the rows are kept, with their errors; a script must still see that some failed, or
+    # that the run stopped before every text was expanded
+    if summary.failed:
+        problem = (
+            f"{summary.failed} of {summary.rows} rows failed; their errors are in the "
+            f"expanded_qa table (run {summary.run_id})"
         )
-        raise typer.Exit(1)
+    elif summary.status != "completed":
+        problem = f"run {summary.run_id} {summary.status} before every text was expanded"
+    else:
+        return
+    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {problem}", highlight=False)
+    raise typer.Exit(1)
 
 
 if __name__ == "__main__":

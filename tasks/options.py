@@ -13,6 +13,9 @@ A stop the user asked for (a budget spent, a Ctrl-C) is not a failure: the step'
 run ends Completed, named "Stopped", with nothing stored under its cache key (a resume
 with more budget runs it again), and `named` raises the stop in the flow, which closes
 the run as stopped.
+
+A step's result is stored with the number of LLM calls it took, so that a rerun served
+from the result cache still counts those calls, as served from the cache.
 """
 
 from __future__ import annotations
@@ -29,16 +32,19 @@ from prefect.states import Completed
 from prefect.tasks import Task, exponential_backoff
 from prefect.transactions import get_transaction
 
-from prompt_descent.errors import BudgetExhausted, UserError
+from prompt_descent.errors import BudgetExhausted, TooManyFailures, UserError
+from prompt_descent.llm.gateway import active_gateway, counted_calls
 from prompt_descent.runtime.interrupt import Interrupted
 
 ASKED_STOPS = (BudgetExhausted, Interrupted)
 
 
 async def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
-    """A user mistake fails the same way again (asked-for stops never fail a step)."""
+    """A user mistake fails the same way again, and so do too many failed calls or replies:
+    the gateway has retried each call already, and a reply that did not parse is served
+    again from the call cache (asked-for stops never fail a step)."""
     error = await state.aresult(raise_on_failure=False)
-    return not isinstance(error, UserError)
+    return not isinstance(error, UserError | TooManyFailures)
 
 
 RETRY_OPTIONS: dict[str, Any] = {
@@ -70,23 +76,34 @@ class StepStopped:
     stop: BudgetExhausted | Interrupted
 
 
+@dataclass(frozen=True)
+class StepResult:
+    """What a step's task run returns, and the result cache keeps."""
+
+    value: Any
+    calls: int  # LLM calls made for it, paid or from the call cache
+
+
 def step(name: str, *, pure: bool = False) -> Callable[[StepFunction], Task]:
     """The step's function as a task named `name`, with the options above."""
 
     def decorate(function: StepFunction) -> Task:
         @functools.wraps(function)
-        async def stops_cleanly(*args: Any, **kwargs: Any) -> Any:
-            try:
+        async def as_step(*args: Any, **kwargs: Any) -> Any:
+            context = TaskRunContext.get()
+            if context is None or context.task.fn is not as_step:
+                # part of another step (`.fn`): that one counts the calls and ends Stopped
                 return await function(*args, **kwargs)
+            try:
+                with counted_calls() as made:
+                    value = await function(*args, **kwargs)
             except ASKED_STOPS as stop:
-                context = TaskRunContext.get()
-                if context is None or context.task.fn is not stops_cleanly:
-                    raise  # called as part of another step (`.fn`): that one ends Stopped
                 get_transaction().write_on_commit = False
                 return Completed(name="Stopped", message=str(stop), data=StepStopped(stop))
+            return StepResult(value, made[0])
 
         options = PURE_STEP_OPTIONS if pure else STEP_OPTIONS
-        return task(name=name, **options)(stops_cleanly)
+        return task(name=name, **options)(as_step)
 
     return decorate
 
@@ -98,9 +115,14 @@ def named(step: Task, run_name: str) -> Callable[..., Awaitable[Any]]:
     renamed = step.with_options(task_run_name=lambda: run_name)
 
     async def run(*args: Any, **kwargs: Any) -> Any:
-        result = await (await renamed(*args, return_state=True, **kwargs)).aresult()
+        state = await renamed(*args, return_state=True, **kwargs)
+        result = await state.aresult()
         if isinstance(result, StepStopped):
             raise result.stop
-        return result
+        if not isinstance(result, StepResult):  # cached before results carried their calls
+            return result
+        if state.name == "Cached" and result.calls:
+            active_gateway().served_by_result_cache(result.calls)
+        return result.value
 
     return run

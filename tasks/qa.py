@@ -2,7 +2,8 @@
 
 Each step is one coarse task over all its records, fanned out with asyncio; every
 reply must parse into its shape (prompt_descent.llm.structured, one repair at most), and
-a record that never parses comes back with its error instead of failing the batch.
+a record that never parses comes back with its error instead of failing the batch,
+unless more than `stop_above` of them do (then the step stops early: TooManyFailures).
 """
 
 from __future__ import annotations
@@ -21,7 +22,11 @@ from tasks.options import step
 
 
 async def generate_pairs(
-    prompt: Prompt, texts: list[Example], settings: ModelSettings, concurrency: int
+    prompt: Prompt,
+    texts: list[Example],
+    settings: ModelSettings,
+    concurrency: int,
+    stop_above: float | None = None,
 ) -> list[TextPairs]:
     results = await complete_structured_many(
         "qa",
@@ -29,6 +34,7 @@ async def generate_pairs(
         [prompt.render({QA_PLACEHOLDER: t.inputs[QA_PLACEHOLDER]}) for t in texts],
         QAPairs,
         concurrency,
+        stop_above,
     )
     return [
         TextPairs(text_id=t.id, pairs=r.value.pairs if r.value else [], error=r.error)
@@ -37,7 +43,11 @@ async def generate_pairs(
 
 
 async def reword_questions(
-    prompt: Prompt, pending: list[Rewording], settings: ModelSettings, concurrency: int
+    prompt: Prompt,
+    pending: list[Rewording],
+    settings: ModelSettings,
+    concurrency: int,
+    stop_above: float | None = None,
 ) -> list[Rewording]:
     results = await complete_structured_many(
         "rephrase",
@@ -45,6 +55,7 @@ async def reword_questions(
         [prompt.render({REPHRASE_PLACEHOLDER: p.question}) for p in pending],
         Rephrasings,
         concurrency,
+        stop_above,
     )
     return [
         p.model_copy(
@@ -60,8 +71,9 @@ async def qa_pairs(
     texts: list[Example],
     settings: ModelSettings,
     concurrency: int,
+    stop_above: float | None = None,
 ) -> list[TextPairs]:
-    return await generate_pairs(prompt, texts, settings, concurrency)
+    return await generate_pairs(prompt, texts, settings, concurrency, stop_above)
 
 
 @step("rephrase")
@@ -70,5 +82,6 @@ async def rephrase(
     pending: list[Rewording],
     settings: ModelSettings,
     concurrency: int,
+    stop_above: float | None = None,
 ) -> list[Rewording]:
-    return await reword_questions(prompt, pending, settings, concurrency)
+    return await reword_questions(prompt, pending, settings, concurrency, stop_above)

@@ -281,6 +281,44 @@ def test_the_command_exits_1_and_says_how_many_rows_failed(
     assert fine.exit_code == 0, fine.output
 
 
+def mostly_hopeless(model: str, messages: Messages) -> str:
+    if messages[0]["content"] == QA_SYSTEM and messages[1]["content"].startswith("Text: no "):
+        return "I cannot do JSON, sorry."
+    return script(model, messages)
+
+
+def test_a_prompt_that_fails_most_records_stops_the_run_early(
+    tmp_path: Path, fake_model: RegisterModel
+) -> None:
+    from typer.testing import CliRunner
+
+    from prompt_descent import cli
+
+    model = fake_model(mostly_hopeless)
+    store = str(tmp_path / "runs.duckdb")
+    register_both(store)
+    names = [f"no {i}" for i in range(40)] + [f"fine {i}" for i in range(20)]
+    texts = write_texts(tmp_path / "texts.jsonl", names)
+
+    stopped = CliRunner().invoke(cli.app, ["expand-qa", str(texts), "--store", store])
+    asked = len([m for _, m in model.calls if not is_repair(m)])
+
+    assert stopped.exit_code == 1, stopped.output
+    assert "Traceback" not in stopped.output
+    assert "stopped before every text was expanded" in stopped.stderr
+    assert "replies failed (more than 50%)" in stopped.output
+    assert asked < 20  # the 8 replies seen and the calls that were in flight
+    (run,) = Store(store).query("SELECT status, stop_reason FROM runs")
+    assert run["status"] == "stopped" and "of the first" in run["stop_reason"]
+
+    model.calls.clear()
+    never = CliRunner().invoke(
+        cli.app, ["expand-qa", str(texts), "--store", store, "--max-failed", "1"]
+    )
+    assert never.exit_code == 1 and "40 of 80 rows failed" in never.stderr, never.output
+    assert "Traceback" not in never.output
+
+
 def test_parquet_output_and_a_duckdb_query_as_the_source(
     tmp_path: Path, fake_model: RegisterModel
 ) -> None:

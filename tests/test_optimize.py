@@ -728,6 +728,10 @@ def test_second_identical_run_makes_no_llm_call(tmp_path: Path, fake_model: Regi
     assert second.usage.calls == 0
     assert second.run_id != first.run_id
     assert_same_outcome(first, second)
+    # every step came from Prefect's result cache: its calls count as served from a cache
+    served = first.usage.calls + first.usage.cached_calls
+    assert second.usage.cached_calls == served
+    assert f"0 paid, {served} from the cache" in render(summary_table(second))
 
 
 def test_second_run_without_prefect_cache_is_served_by_the_store(

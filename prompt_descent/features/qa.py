@@ -96,6 +96,13 @@ class ExpandRequest(Record):
     text_column: str = "text"
     id_column: str | None = None
     database: str | None = None
+    max_failed_fraction: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Stop once more than this fraction of a step's replies failed to parse "
+        "(checked from the 8th reply on); 1: never stop early.",
+    )
 
 
 class ExpandSummary(Record):

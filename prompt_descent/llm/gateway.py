@@ -243,6 +243,29 @@ def outside_budget() -> Iterator[None]:
         _outside_budget.reset(token)
 
 
+# The calls of the step being run, where it runs (see `counted_calls`).
+_step_calls: ContextVar[list[int] | None] = ContextVar("step_calls", default=None)
+
+
+@contextmanager
+def counted_calls() -> Iterator[list[int]]:
+    """Counts the calls made inside, paid or served from the cache, in this context and
+    the coroutines it starts (not in concurrent steps): the calls a step's result stands
+    for, when a rerun gets that result from Prefect's result cache instead."""
+    counter = [0]
+    token = _step_calls.set(counter)
+    try:
+        yield counter
+    finally:
+        _step_calls.reset(token)
+
+
+def _count_in_step() -> None:
+    counter = _step_calls.get()
+    if counter is not None:
+        counter[0] += 1
+
+
 class Gateway:
     """The calls of one run: cache, retries, budget, usage, and the journal."""
 
@@ -310,6 +333,7 @@ class Gateway:
             else:
                 self._in_flight -= 1
             self.usage.add(record)
+            _count_in_step()
             self._unsaved.append(record)
             if record.error is None:
                 self._cache[record.key] = record
@@ -361,7 +385,14 @@ class Gateway:
         served = cached.model_copy(update=update)
         with self._lock:
             self.usage.add(served)  # counted as served from the cache, not as paid
+        _count_in_step()
         return served
+
+    def served_by_result_cache(self, calls: int) -> None:
+        """A step's result came from Prefect's result cache: the calls it stands for were
+        served from a cache too, though none reached this gateway."""
+        with self._lock:
+            self.usage.cached_calls += calls
 
     async def complete(
         self,

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from prompt_descent.core.concurrency import fan_out
 from prompt_descent.core.config import ModelSettings
+from prompt_descent.errors import TooManyFailures
 from prompt_descent.llm.gateway import JSON_MODE, active_gateway
 
 ShapeT = TypeVar("ShapeT", bound=BaseModel)
@@ -33,6 +34,7 @@ T = TypeVar("T")
 # Custom providers (not known to litellm's model map) that honour a json_schema.
 SCHEMA_PROVIDERS = frozenset({"local"})
 MAX_ERROR_CHARS = 300
+STOP_CHECK_AFTER = 8  # replies seen before a failure rate may stop the rest
 
 _FENCE = re.compile(r"```[A-Za-z]*\s*\n?(.*?)```", re.DOTALL)
 
@@ -163,9 +165,26 @@ async def complete_structured_many(
     conversations: Sequence[list[dict[str, str]]],
     shape: type[ShapeT],
     concurrency: int,
+    stop_above: float | None = None,
 ) -> list[StructuredResult[ShapeT]]:
-    """`complete_structured` for each conversation, at most `concurrency` at once, in order."""
-    return await fan_out(
-        [partial(complete_structured, role, settings, m, shape) for m in conversations],
-        concurrency,
-    )
+    """`complete_structured` for each conversation, at most `concurrency` at once, in order.
+
+    With `stop_above`, once STOP_CHECK_AFTER replies are in and more than that fraction of
+    them failed, the rest are not asked for: TooManyFailures. A prompt that fails most
+    records fails them all, and each costs a call and a repair.
+    """
+    done = failed = 0
+
+    async def one(messages: list[dict[str, str]]) -> StructuredResult[ShapeT]:
+        nonlocal done, failed
+        result = await complete_structured(role, settings, messages, shape)
+        done, failed = done + 1, failed + (result.error is not None)
+        if stop_above is not None and done >= STOP_CHECK_AFTER and failed / done > stop_above:
+            raise TooManyFailures(
+                f"{failed} of the first {done} {role} replies failed (more than "
+                f"{stop_above:.0%}): stopped before the other {len(conversations) - done}; "
+                f"last error: {result.error}"
+            )
+        return result
+
+    return await fan_out([partial(one, m) for m in conversations], concurrency)
