@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 import uuid
@@ -152,9 +153,9 @@ class Trainer:
 
     async def step(self, step: int, batch: list[Example], history: list[Attempt]):
         """A new demonstration set (when that lever is on), then up to max_proposals
-        instruction edits for one batch; stops at the first accepted candidate."""
+        instruction edits for one batch, `race` at a time; stops at the first accepted
+        candidate."""
         config, models = self.config, self.config.models
-        clean = config.mode == "feedback" and config.feedback.clean
         batch_scores = await self.evaluate(self.current, "train", batch, f"step {step}")
         self.remember_right(batch_scores)
         if batch_scores.score >= 1.0:
@@ -181,19 +182,78 @@ class Trainer:
             config.right_shown,
         )
         unusable: list[str] = []  # why earlier edits had no prompt, for apply to avoid
-        for edit in range(config.max_proposals):
-            proposal += 1
-            recent = history[-config.history_size :]
-            candidate = await named(apply, f"apply step {step} proposal {proposal}")(
-                self.current, feedback, recent, models.apply, clean, unusable
-            )
-            new_gradient = feedback if edit == 0 else None  # stored with the edit paying for it
-            if await self.try_candidate(
-                step, proposal, batch, batch_scores, candidate, history, new_gradient
+        edits = 0
+        while edits < config.max_proposals:
+            at_once = min(config.race, config.max_proposals - edits)
+            numbers = range(proposal + 1, proposal + 1 + at_once)
+            proposal += at_once
+            for number, candidate in await self.propose_edits(
+                step, batch, feedback, history, unusable, numbers
             ):
-                return
-            if candidate.prompt is None:  # not in the history: apply is told apart
-                unusable.append(candidate.rejected_because or "unusable")
+                new_gradient = feedback if edits == 0 else None  # stored with the edit paying
+                edits += 1
+                if await self.try_candidate(
+                    step, number, batch, batch_scores, candidate, history, new_gradient
+                ):
+                    return
+                if candidate.prompt is None:  # not in the history: apply is told apart
+                    unusable.append(candidate.rejected_because or "unusable")
+
+    async def propose_edits(
+        self,
+        step: int,
+        batch: list[Example],
+        feedback: Feedback,
+        history: list[Attempt],
+        unusable: list[str],
+        numbers: range,
+    ) -> list[tuple[int, Candidate]]:
+        """Edits from one gradient, one per proposal number, asked for at once, in the order
+        to validate them. A race of several: the usable ones scored together on the batch,
+        best first (validate then finds those predictions in the call cache), then the
+        unusable ones, to be recorded."""
+        config = self.config
+        clean = config.mode == "feedback" and config.feedback.clean
+        recent = history[-config.history_size :]
+        variants = len(numbers)
+        candidates = await asyncio.gather(
+            *(
+                named(apply, f"apply step {step} proposal {number}")(
+                    self.current,
+                    feedback,
+                    recent,
+                    config.models.apply,
+                    clean,
+                    unusable,
+                    (i, variants),
+                )
+                for i, number in enumerate(numbers, start=1)
+            )
+        )
+        tries: list[tuple[int, Candidate]] = []
+        seen: set[str] = set()
+        for number, candidate in zip(numbers, candidates, strict=True):
+            if candidate.prompt is not None and candidate.prompt.id in seen:
+                candidate = Candidate(
+                    prompt=None,
+                    rejected_because="candidate repeats another variant of this race",
+                    raw=candidate.raw,
+                    repeats=candidate.prompt,
+                )
+            elif candidate.prompt is not None:
+                seen.add(candidate.prompt.id)
+            tries.append((number, candidate))
+        if len(tries) == 1:
+            return tries
+        usable = [(number, c) for number, c in tries if c.prompt is not None]
+        scores = await asyncio.gather(
+            *(
+                self.scorer.score(c.prompt, batch, f"race step {step} proposal {number}")
+                for number, c in usable
+            )
+        )
+        ranked = sorted(zip(usable, scores, strict=True), key=lambda pair: -pair[1].score)
+        return [pair for pair, _ in ranked] + [(n, c) for n, c in tries if c.prompt is None]
 
     async def try_candidate(
         self,

@@ -54,9 +54,19 @@ def apply_messages(
     feedback: Feedback,
     history: list[Attempt],
     rejections: list[str] = (),
+    variant: tuple[int, int] = (1, 1),
 ) -> list[dict[str, str]]:
     tried = "\n\n".join(f"Attempt ({a.outcome}):\n{describe_prompt(a.prompt)}" for a in history)
     refused = "".join(f"\n- {reason}" for reason in rejections)
+    number, of = variant
+    # a race asks for distinct variants; the wording differs per variant, so neither the
+    # call cache nor Prefect's serves one reply for all of them
+    race = (
+        f"This is variant {number} of {of} written from this feedback at once: make a "
+        "different change from what the other variants would make.\n\n"
+        if of > 1
+        else ""
+    )
     return [
         {"role": "system", "content": APPLY_SYSTEM},
         {
@@ -69,6 +79,7 @@ def apply_messages(
                     if refused
                     else ""
                 )
+                + race
                 + "The improved prompt as JSON:"
             ),
         },
@@ -131,8 +142,9 @@ async def apply(
     settings: ModelSettings,
     clean: bool = False,
     rejections: list[str] = (),
+    variant: tuple[int, int] = (1, 1),
 ) -> Candidate:
-    messages = apply_messages(prompt, feedback, history, rejections)
+    messages = apply_messages(prompt, feedback, history, rejections, variant)
     proposal, reply, problem = await _ask_for_prompt(settings, messages)
     if proposal is None:
         return Candidate(prompt=None, raw=reply, rejected_because=problem)

@@ -342,6 +342,13 @@ class RunConfig(Strict):
     feedback: FeedbackSettings = FeedbackSettings()
     batch_size: int = Field(4, ge=1)
     max_proposals: int = Field(5, ge=1)
+    race: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="Edits sampled at once from one gradient, scored together on the batch "
+        "and validated best first; 1: one edit after another.",
+    )
     early_reject_chance: float = Field(
         0.01,
         ge=0.0,
