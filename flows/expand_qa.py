@@ -35,6 +35,8 @@ from prompt_descent.storage.store import Store
 from tasks.options import named
 from tasks.qa import qa_pairs, rephrase
 
+ONCE_PER_TEXT = "since each text is expanded once, under an id made from it (or give --id)"
+
 
 @flow(name="expand_qa", flow_run_name="expand_qa {request.qa_prompt}")
 async def expand_qa(
@@ -47,7 +49,7 @@ async def expand_qa(
     started = time.monotonic()
     the_store = Store(store)
     qa, reword = check_request(request, the_store)
-    examples = load_examples(text_source(request))
+    examples = load_examples(text_source(request), ONCE_PER_TEXT)
     run_id = run_id or new_run_id("expand-qa")
     rows: list[ExpandedQA] = []
     config = request.model_dump() | {

@@ -325,6 +325,29 @@ def test_a_prompt_that_fails_most_records_stops_the_run_early(
     assert "Traceback" not in never.output
 
 
+def test_a_repeated_text_is_refused_with_its_line_unless_ids_tell_them_apart(
+    tmp_path: Path, fake_model: RegisterModel
+) -> None:
+    from typer.testing import CliRunner
+
+    from prompt_descent import cli
+
+    fake_model(script)
+    store = str(tmp_path / "runs.duckdb")
+    register_both(store)
+    texts = write_texts(tmp_path / "texts.jsonl", ["sloppy", "fine", "sloppy"])
+
+    refused = CliRunner().invoke(cli.app, ["expand-qa", str(texts), "--store", store])
+    assert refused.exit_code == 2, refused.output
+    assert "texts.jsonl:3" in refused.stderr and "same inputs as line 1" in refused.stderr
+    assert "each text is expanded once" in refused.stderr and "splits" not in refused.stderr
+    assert "Traceback" not in refused.output
+
+    by_id = CliRunner().invoke(cli.app, ["expand-qa", str(texts), "--store", store, "--id", "doc"])
+    assert by_id.exit_code == 0, by_id.output
+    assert "3 texts -> 6 rows" in by_id.output
+
+
 def test_parquet_output_and_a_duckdb_query_as_the_source(
     tmp_path: Path, fake_model: RegisterModel
 ) -> None:

@@ -78,15 +78,19 @@ class _Table:
         return f"{self.file or 'dataset.query'} row {position}"
 
 
-def load_examples(spec: DatasetSpec) -> list[Example]:
-    """The examples of the dataset `spec` describes, in source order, with unique ids."""
+SPLIT_REASON = "since a repeated example can land in two splits"
+
+
+def load_examples(spec: DatasetSpec, unique_because: str = SPLIT_REASON) -> list[Example]:
+    """The examples of the dataset `spec` describes, in source order, with unique ids;
+    a repeated one is refused with `unique_because` as the reason."""
     table = _run_query(spec) if spec.query is not None else _read_file(spec)
     if table.columns is not None and table.rows:
         _check_columns(table.columns, spec, table, table.header_position)
     examples = [_example(row, spec, table) for row in table.rows]
     if not examples:
         raise table.error("the dataset has no examples", None, table.source_field)
-    _reject_duplicates(examples, table, spec)
+    _reject_duplicates(examples, table, spec, unique_because)
     return examples
 
 
@@ -435,7 +439,9 @@ def _input_key(row: _Row, spec: DatasetSpec) -> str:
     return json.dumps({column: _text(row.values[column]) for column in columns}, sort_keys=True)
 
 
-def _reject_duplicates(examples: list[Example], table: _Table, spec: DatasetSpec) -> None:
+def _reject_duplicates(
+    examples: list[Example], table: _Table, spec: DatasetSpec, because: str
+) -> None:
     first_seen: dict[str, int] = {}
     for row, example in zip(table.rows, examples, strict=True):
         key = example.id if spec.id is not None else _input_key(row, spec)
@@ -446,10 +452,7 @@ def _reject_duplicates(examples: list[Example], table: _Table, spec: DatasetSpec
         if spec.id is not None:
             message = f"duplicate example id '{example.id}', first seen at {earlier}"
             raise table.error(message, row.position, "dataset.id")
-        message = (
-            f"duplicate example (same inputs as {earlier}); remove one, since a repeated "
-            "example can land in two splits"
-        )
+        message = f"duplicate example (same inputs as {earlier}); remove one, {because}"
         raise table.error(message, row.position, "dataset.fields")
 
 

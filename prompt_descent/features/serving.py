@@ -85,7 +85,8 @@ def file_examples(
             + ", ".join(f"{{{name}}}" for name in sorted(placeholders))
         )
     mapping = {name: name for name in placeholders} | (fields or {})
-    return load_examples(DatasetSpec(path=str(path), fields=mapping, target=None, id=id_column))
+    spec = DatasetSpec(path=str(path), fields=mapping, target=None, id=id_column)
+    return load_examples(spec, "since each input is answered once (or give --id)")
 
 
 async def run_prompt(
