@@ -107,6 +107,16 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str]]] = [
         ["data.jsonl:6", "long_inputs", "room for"],
     ),
     (
+        "demonstration without an input for a placeholder",
+        {
+            "run.yaml": config_text(
+                prompt='\n  system: "s"\n  template: "{input}"\n  demos:\n'
+                '    - {inputs: {other: "x"}, output: "yes"}'
+            )
+        },
+        ["run.yaml:6", "field 'prompt.demos'", "demos[0] has no input for {input}"],
+    ),
+    (
         "value out of range",
         {"run.yaml": config_text(models="{task: {temperature: 7}}")},
         ["run.yaml:", "models.task.temperature"],

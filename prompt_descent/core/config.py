@@ -139,14 +139,16 @@ class Prompt(Strict):
             raise ValueError("the template has no placeholder such as {input}")
         return value
 
-    @model_validator(mode="after")
-    def _demos_fill_the_template(self) -> Prompt:
-        for number, demo in enumerate(self.demos):
-            missing = self.placeholders() - demo.inputs.keys()
+    @field_validator("demos")
+    @classmethod
+    def _demos_fill_the_template(cls, demos: list[Demo], info: ValidationInfo) -> list[Demo]:
+        template = info.data.get("template")  # absent when it failed its own check
+        for number, demo in enumerate(demos if template else []):
+            missing = placeholders(template) - demo.inputs.keys()
             if missing:
                 names = ", ".join(f"{{{name}}}" for name in sorted(missing))
                 raise ValueError(f"demos[{number}] has no input for {names}")
-        return self
+        return demos
 
     @property
     def id(self) -> str:
