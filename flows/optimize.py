@@ -19,6 +19,7 @@ from prompt_descent.core.batching import minibatches, planned_steps
 from prompt_descent.core.config import Example, Models, Prompt, RunConfig, SplitScore
 from prompt_descent.core.context import fit_to_context
 from prompt_descent.core.datasets import DataSplits, load_examples, split_examples
+from prompt_descent.core.pool import Pool
 from prompt_descent.core.results import (
     Attempt,
     Candidate,
@@ -120,11 +121,15 @@ class Trainer:
     recorder: RunWriter
     publisher: RunPublisher
     run: RunSummary
-    current: Prompt
+    current: Prompt  # the prompt this step starts from
     current_val: SplitScore | None = None
+    pool: Pool = field(init=False)  # the best prompts so far: see core/pool.py
     answers: list[str] = field(default_factory=list)  # the label set, shown to the gradient
     right: dict[str, str] = field(default_factory=dict)  # train example id -> a right output
     paying_since: tuple[float, Usage] = (0.0, Usage())  # see start_paying
+
+    def __post_init__(self) -> None:
+        self.pool = Pool(self.config.pool)
 
     @cached_property
     def scorer(self) -> Scorer:
@@ -156,6 +161,8 @@ class Trainer:
         instruction edits for one batch, `race` at a time; stops at the first accepted
         candidate."""
         config, models = self.config, self.config.models
+        start = self.pool.start()
+        self.current, self.current_val = start.prompt, start.val
         batch_scores = await self.evaluate(self.current, "train", batch, f"step {step}")
         self.remember_right(batch_scores)
         if batch_scores.score >= 1.0:
@@ -330,16 +337,20 @@ class Trainer:
 
     async def accept(self, step: int, prompt: Prompt, val: SplitScore, reason: str) -> None:
         await self.publisher.accepted(step, self.current, prompt, reason)
-        self.current, self.current_val = prompt, val
-        self.run.best_prompt, self.run.best_val = prompt.id, val.score
+        self.pool.add(prompt, val)
+        self.run.best_prompt, self.run.best_val = self.best.id, self.pool.best.val.score
         self.run.accepted += 1
+
+    @property
+    def best(self) -> Prompt:
+        return self.pool.best.prompt
 
     def known_held_out(self, prompt_id: str) -> float | None:
         """A prompt's score on the held-out split (test, else val), if the run scored it."""
         run, on_test = self.run, bool(self.splits.test)
         known = {
             run.baseline_prompt: run.baseline_test if on_test else run.baseline_val,
-            self.current.id: run.best_test if on_test else run.best_val,
+            self.best.id: run.best_test if on_test else run.best_val,
         }
         return known.get(prompt_id)
 
@@ -357,6 +368,7 @@ class Trainer:
         config, splits, run = self.config, self.splits, self.run
         self.current_val = await self.evaluate(self.current, "val", splits.val, "baseline val")
         run.baseline_val = run.best_val = self.current_val.score
+        self.pool.add(self.current, self.current_val)
         if splits.test:
             baseline_test = await self.evaluate(self.current, "test", splits.test, "baseline test")
             run.baseline_test = baseline_test.score
@@ -375,8 +387,8 @@ class Trainer:
         if splits.test:
             run.best_test = (
                 run.baseline_test
-                if self.current.id == run.baseline_prompt
-                else (await self.evaluate(self.current, "test", splits.test, "best test")).score
+                if self.best.id == run.baseline_prompt
+                else (await self.evaluate(self.best, "test", splits.test, "best test")).score
             )
 
 
@@ -435,7 +447,7 @@ async def optimize_prompt(
                 and not opened.interrupted  # its resume registers the prompt it ends with
                 and run.best_val is not None
             ):
-                register(trainer.current if trainer is not None else config.prompt)
+                register(trainer.best if trainer is not None else config.prompt)
             store.finish_run(run_id, run)
 
     def register(best: Prompt) -> None:
@@ -500,5 +512,5 @@ async def optimize_prompt(
             and incomparable(champion, config) is None
         ):
             champion_score = await trainer.score_held_out(champion.prompt)
-    await publisher.finished(run, trainer.current, config.store)
+    await publisher.finished(run, trainer.best, config.store)
     return run

@@ -351,6 +351,13 @@ class RunConfig(Strict):
         description="Edits sampled at once from one gradient, scored together on the batch "
         "and validated best first; 1: one edit after another.",
     )
+    pool: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="The best prompts kept by val score; each step starts from the one that "
+        "has started the fewest steps (core/pool.py); 1: from the last accepted prompt.",
+    )
     early_reject_chance: float = Field(
         0.01,
         ge=0.0,
