@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from prompt_descent.core.config import Example, MetricSpec, Models, Prompt, SplitScore
+from prompt_descent.core.datasets import check_demos_held_out
 from prompt_descent.errors import RunStopped
 from prompt_descent.llm.gateway import check_model
 from prompt_descent.runtime.lifecycle import OpenRun, recorded_run
@@ -14,8 +15,12 @@ from tasks.metric import resolve_metric
 from tasks.score import Scorer
 
 
-def prepare_evaluation(spec: MetricSpec, models: Models) -> None:
-    """What can be wrong before any call: the metric and the models (the CLI calls it first)."""
+def prepare_evaluation(
+    spec: MetricSpec, models: Models, prompt: Prompt, examples: list[Example], split: str
+) -> None:
+    """What can be wrong before any call: the metric, the models, and demonstrations that
+    are examples of the scored set (the API calls it first)."""
+    check_demos_held_out(prompt, [(split, examples)])
     resolve_metric(spec)
     check_model(models.task)
     if spec.name == "llm_judge":
@@ -33,7 +38,7 @@ async def evaluate_prompt(
     run_id: str,
     split: str = "eval",
 ) -> SplitScore:
-    prepare_evaluation(spec, models)
+    prepare_evaluation(spec, models, prompt, examples, split)
     store = Store(store_path)
     scores: SplitScore | None = None
 

@@ -18,7 +18,12 @@ from flows.limits import provider_rate_limits
 from prompt_descent.core.batching import minibatches, planned_steps
 from prompt_descent.core.config import Example, Models, Prompt, RunConfig, SplitScore
 from prompt_descent.core.context import fit_to_context
-from prompt_descent.core.datasets import DataSplits, load_examples, split_examples
+from prompt_descent.core.datasets import (
+    DataSplits,
+    check_demos_held_out,
+    load_examples,
+    split_examples,
+)
 from prompt_descent.core.pool import Pool
 from prompt_descent.core.results import (
     Attempt,
@@ -30,7 +35,6 @@ from prompt_descent.core.results import (
     Usage,
     Validation,
 )
-from prompt_descent.errors import UserError
 from prompt_descent.features.promotion import incomparable, promote_run, record_promotion
 from prompt_descent.features.registry import current_champion, register_prompt, registered_by
 from prompt_descent.llm.gateway import Gateway, check_api_base, check_model, outside_budget
@@ -70,27 +74,8 @@ def prepare_run(config: RunConfig) -> DataSplits:
         config.prompt, load_examples(config.dataset), config.models.task, config.long_inputs
     )
     splits = split_examples(examples, config.splits, config.seed)
-    check_demos_held_out(config.prompt, splits)
+    check_demos_held_out(config.prompt, [("val", splits.val), ("test", splits.test)])
     return splits
-
-
-def check_demos_held_out(prompt: Prompt, splits: DataSplits) -> None:
-    """A demonstration that shows a val or test example would hand it its own answer."""
-    held_out = {
-        prompt.fill(e.inputs): (split, e.id)
-        for split, examples in (("val", splits.val), ("test", splits.test))
-        for e in examples
-    }
-    for number, demo in enumerate(prompt.demos):
-        shown = held_out.get(prompt.fill(demo.inputs))
-        if shown is not None:
-            split, example_id = shown
-            raise UserError(
-                f"this demonstration is example {example_id} of the {split} split; a "
-                "demonstration is never drawn from val or test (it would be scored on its "
-                "own answer): show a train example, or leave it out",
-                field=f"prompt.demos.{number}",
-            )
 
 
 def _model_field(config: RunConfig, role: str) -> str | None:
@@ -343,7 +328,8 @@ class Trainer:
 
     @property
     def best(self) -> Prompt:
-        return self.pool.best.prompt
+        """The top of the pool; the config's prompt while the baseline's val is unknown."""
+        return self.pool.best.prompt if self.pool.members else self.current
 
     def known_held_out(self, prompt_id: str) -> float | None:
         """A prompt's score on the held-out split (test, else val), if the run scored it."""

@@ -239,7 +239,7 @@ def evaluate(
     examples = load_examples(spec)[:limit]
     if not examples:
         raise UserError("no examples to evaluate (limit is 0?)", field="limit")
-    prepare_evaluation(metric_spec, models)
+    prepare_evaluation(metric_spec, models, the_prompt, examples, "eval")
     run_id = run_id or new_run_id(f"eval-{the_prompt.id}")
     return _run_flow(
         evaluate_prompt(

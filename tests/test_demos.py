@@ -154,3 +154,21 @@ def test_a_prompt_without_demonstrations_keeps_its_content_address() -> None:
         {"role": "assistant", "content": "a"},
         {"role": "user", "content": "x"},
     ]
+
+
+def test_evaluating_a_prompt_on_an_example_it_demonstrates_is_refused_before_any_call(
+    tmp_path: Path, fake_model
+) -> None:
+    model = fake_model(demos_help)
+    config = make_config(tmp_path)
+    shown = load_examples(config.dataset)[3]
+    prompt = Prompt(
+        system="Answer the question.", demos=[{"inputs": shown.inputs, "output": shown.target}]
+    )
+
+    with pytest.raises(UserError, match="never drawn from val or test") as refused:
+        api.evaluate(prompt, config.dataset, model="fake/m", store=tmp_path / "eval.duckdb")
+
+    assert refused.value.field == "prompt.demos.0"
+    assert f"example {shown.id} of the eval split" in str(refused.value)
+    assert model.calls == [] and not (tmp_path / "eval.duckdb").exists()

@@ -24,7 +24,7 @@ from typing import Literal
 
 import duckdb
 
-from prompt_descent.core.config import DatasetSpec, Example, Splits, Strict
+from prompt_descent.core.config import DatasetSpec, Example, Prompt, Splits, Strict
 from prompt_descent.errors import UserError
 
 FORMAT_BY_SUFFIX = {
@@ -477,3 +477,22 @@ def _is_whole_number(value: object) -> bool:
     if isinstance(value, decimal.Decimal):
         return value.is_finite() and value == value.to_integral_value()
     return False
+
+
+def check_demos_held_out(prompt: Prompt, held_out: list[tuple[str, list[Example]]]) -> None:
+    """A demonstration that shows an example it is scored on would hand it its own answer.
+
+    `held_out` names each set of examples the prompt is scored on (val, test, eval)."""
+    shown_in = {
+        prompt.fill(e.inputs): (split, e.id) for split, examples in held_out for e in examples
+    }
+    for number, demo in enumerate(prompt.demos):
+        shown = shown_in.get(prompt.fill(demo.inputs))
+        if shown is not None:
+            split, example_id = shown
+            raise UserError(
+                f"this demonstration is example {example_id} of the {split} split; a "
+                "demonstration is never drawn from val or test, or any set it is scored on "
+                "(it would see its own answer): show a train example, or leave it out",
+                field=f"prompt.demos.{number}",
+            )
