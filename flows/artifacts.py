@@ -28,7 +28,7 @@ from prompt_descent.presentation.report import (
     save_report,
     svg_data_uri,
 )
-from prompt_descent.presentation.text import calls_text, score_text
+from prompt_descent.presentation.text import calls_text, prompt_sections, score_text
 from prompt_descent.storage.store import Store
 
 
@@ -39,15 +39,8 @@ def _key(run_id: str, what: str) -> str:
 
 def prompt_markdown(prompt: Prompt) -> str:
     fence = "```"
-    return (
-        f"**system**\n\n{fence}text\n{prompt.system}\n{fence}\n\n"
-        f"**template**\n\n{fence}text\n{prompt.template}\n{fence}"
-        + (
-            f"\n\n**demonstrations ({len(prompt.demos)})**\n\n"
-            f"{fence}text\n{prompt.demos_text()}\n{fence}"
-            if prompt.demos
-            else ""
-        )
+    return "\n\n".join(
+        f"**{title}**\n\n{fence}text\n{text}\n{fence}" for title, text in prompt_sections(prompt)
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from prompt_descent.core.config import Prompt
 from prompt_descent.core.results import RegisteredPrompt, Usage
 from prompt_descent.presentation.chart import Proposal, score_chart
-from prompt_descent.presentation.text import score_text
+from prompt_descent.presentation.text import prompt_sections, score_text
 from prompt_descent.storage.store import Store
 
 CHART_NAME = "scores.svg"
@@ -134,15 +134,8 @@ def _time(value: Any) -> str:
 def _prompt_html(prompt: Prompt | None, prompt_id: str) -> str:
     if prompt is None:
         return f"<p class=meta>prompt {_e(prompt_id)} is not in the store</p>"
-    return (
-        f"<p><b>system</b></p><pre>{_e(prompt.system)}</pre>"
-        f"<p><b>template</b></p><pre>{_e(prompt.template)}</pre>"
-        + (
-            f"<p><b>demonstrations ({len(prompt.demos)})</b></p>"
-            f"<pre>{_e(prompt.demos_text())}</pre>"
-            if prompt.demos
-            else ""
-        )
+    return "".join(
+        f"<p><b>{_e(title)}</b></p><pre>{_e(text)}</pre>" for title, text in prompt_sections(prompt)
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from prompt_descent.core.config import Prompt
 from prompt_descent.core.results import Usage
 
 
@@ -15,3 +16,11 @@ def calls_text(usage: Usage) -> str:
     if not usage.cached_calls:
         return str(usage.calls)
     return f"{usage.calls} paid, {usage.cached_calls} from the cache"
+
+
+def prompt_sections(prompt: Prompt) -> list[tuple[str, str]]:
+    """A prompt's parts as (title, text), in the order every view shows them."""
+    sections = [("system", prompt.system), ("template", prompt.template)]
+    if prompt.demos:
+        sections.append((f"demonstrations ({len(prompt.demos)})", prompt.demos_text()))
+    return sections
