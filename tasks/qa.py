@@ -21,7 +21,8 @@ from prompt_descent.llm.structured import complete_structured_many
 from tasks.options import step
 
 
-async def generate_pairs(
+@step("qa_pairs")
+async def qa_pairs(
     prompt: Prompt,
     texts: list[Example],
     settings: ModelSettings,
@@ -42,7 +43,8 @@ async def generate_pairs(
     ]
 
 
-async def reword_questions(
+@step("rephrase")
+async def rephrase(
     prompt: Prompt,
     pending: list[Rewording],
     settings: ModelSettings,
@@ -63,25 +65,3 @@ async def reword_questions(
         )
         for p, r in zip(pending, results, strict=True)
     ]
-
-
-@step("qa_pairs")
-async def qa_pairs(
-    prompt: Prompt,
-    texts: list[Example],
-    settings: ModelSettings,
-    concurrency: int,
-    stop_above: float | None = None,
-) -> list[TextPairs]:
-    return await generate_pairs(prompt, texts, settings, concurrency, stop_above)
-
-
-@step("rephrase")
-async def rephrase(
-    prompt: Prompt,
-    pending: list[Rewording],
-    settings: ModelSettings,
-    concurrency: int,
-    stop_above: float | None = None,
-) -> list[Rewording]:
-    return await reword_questions(prompt, pending, settings, concurrency, stop_above)
