@@ -135,6 +135,13 @@ def _timed(key: str, function):
     return wrapper
 
 
+def _timed_named(named):
+    def timed_named(step, run_name: str):
+        return _timed_async(f"task:{step.name}", named(step, run_name))
+
+    return timed_named
+
+
 def instrument() -> None:
     # task bodies: the step functions the tasks decorate
     for step in (
@@ -151,19 +158,9 @@ def instrument() -> None:
     for step in (tasks.predict.predict, tasks.metric.metric):
         step.fn = _outside_validate(step.fn)
     tasks.validate.validate.fn = _inside_validate(tasks.validate.validate.fn)
-    # task call (engine + body) as the flow sees it
-    for module, name in (
-        (tasks.score, "predict"),
-        (tasks.score, "metric"),
-        (flows.optimize, "gradient"),
-        (flows.optimize, "apply"),
-        (flows.optimize, "validate"),
-        (flows.optimize, "decide"),
-    ):
-        step = getattr(module, name)
-        timed = _timed_async(f"task:{name}", step)
-        timed.fn = step.fn  # the scorer calls predict.fn and metric.fn inside validate
-        setattr(module, name, timed)
+    # task call (engine + body) as the flow sees it: each step is called through `named`
+    for module in (tasks.score, flows.optimize):
+        module.named = _timed_named(module.named)
     for name in ("save_step", "finish_run", "start_run", "cached_calls", "run_usage",
                  "versions", "__init__"):  # fmt: skip
         setattr(store.Store, name, _timed(f"duckdb:{name}", getattr(store.Store, name)))
