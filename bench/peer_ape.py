@@ -48,11 +48,17 @@ class TaskModel(BaseGenerator):
 
 
 class TaskMetric(BaseMetric):
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, spec: dict) -> None:
+        self.spec = spec
 
     async def compute(self, dataset_item: dict, pred: object) -> MetricResult:
-        return MetricResult(score=score(self.name, str(pred or ""), dataset_item["outputs"]))
+        return MetricResult(score=score(self.spec, str(pred or ""), dataset_item["outputs"]))
+
+
+def metric_description(spec: dict) -> str:
+    answer = spec.get("answer")
+    where = f"the last of {', '.join(answer['labels'])} in the output" if answer else "the output"
+    return f"{spec['name']} of {where} against the expected answer"
 
 
 def trainer_for(job: dict) -> TextGradientTrainer:
@@ -63,7 +69,7 @@ def trainer_for(job: dict) -> TextGradientTrainer:
         batch_size=job["batch_size"],
         random_seed=job["seed"],
         task_description=job["system"],
-        metric_description=f"{job['metric']} against the expected answer",
+        metric_description=metric_description(job["metric"]),
     )
     optimizer = job["optimizer"]
     for meta_prompt in (

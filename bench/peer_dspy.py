@@ -6,7 +6,9 @@ JOB holds the method (gepa, mipro, mipro-demos), the seed prompt, the train and 
 examples, the two model endpoints and the call budget; RESULT gets the optimized
 instruction and demonstrations, which the harness scores on the test split with the
 same scorer as every other method. The program is one `dspy.Predict(input -> answer)`
-whose instructions start as the seed system prompt.
+whose instructions start as the seed system prompt. In the reasoning regime that prompt
+asks for reasoning, then 'Answer: X'; the `answer` field holds all of it (as the plain
+chat output the harness scores does), and the metric reads the answer from its end.
 """
 
 from __future__ import annotations
@@ -52,10 +54,10 @@ def optimize(job: dict) -> dspy.Predict:
     dspy.configure(lm=task_lm)
     program = dspy.Predict(dspy.Signature("input: str -> answer: str", job["system"]))
     train, val = examples(job["train"]), examples(job["val"])
-    metric_name, budget = job["metric"], job["budget"]
+    metric_spec, budget = job["metric"], job["budget"]
 
     def metric(gold, prediction, trace=None, pred_name=None, pred_trace=None):
-        got = score(metric_name, prediction.answer or "", gold.answer)
+        got = score(metric_spec, prediction.answer or "", gold.answer)
         if pred_name is None:
             return got
         verdict = "right" if got else "wrong"

@@ -1,16 +1,17 @@
 """The bench tasks' metrics, for the peers' own venvs, where the project is not installed.
 
-The same rules as `tasks.metric.exact_match` and `last_number` (bench/peers.py checks
-that they agree on every example before a run); the harness scores the test split with
-the project's own functions.
+The same rules as `tasks.metric.exact_match` and `last_number`, and `metric.answer`'s
+last label (bench/peers.py checks that they agree on every test output); the harness
+scores the test split with the project's own functions. The answer readers are the
+project's own `prompt_descent.core.answers` (standard library only), on PYTHONPATH.
 """
 
 from __future__ import annotations
 
-import re
 import string
 
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+from prompt_descent.core import answers
+
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
@@ -18,20 +19,24 @@ def _normalise(text: str) -> str:
     return " ".join(text.lower().translate(_PUNCTUATION).split())
 
 
-def _last_number(text: str) -> float | None:
-    found = _NUMBER.findall(text)
-    if not found:
-        return None
-    try:
-        return float(found[-1].replace(",", ""))
-    except ValueError:
-        return None
+def _number(text: str) -> float | None:
+    number = answers.last_number(text)
+    return None if number is None else float(number)
 
 
-def score(metric: str, output: str, target: str) -> float:
-    if metric == "exact_match":
+def score(metric: dict, output: str, target: str) -> float:
+    """`metric` as the run config gives it: {name, answer: {take: last_label, labels}}."""
+    answer = metric.get("answer")
+    if answer is not None:
+        if answer["take"] != "last_label":
+            raise ValueError(f"no peer answer reader '{answer['take']}'")
+        read = answers.last_label(answer["labels"])(output)
+        if read is None:
+            return 0.0
+        output = read
+    if metric["name"] == "exact_match":
         return float(_normalise(output) == _normalise(target))
-    if metric == "last_number":
-        got, want = _last_number(output), _last_number(target)
+    if metric["name"] == "last_number":
+        got, want = _number(output), _number(target)
         return float(got is not None and want is not None and abs(got - want) < 1e-9)
-    raise ValueError(f"no peer metric '{metric}'")
+    raise ValueError(f"no peer metric '{metric['name']}'")

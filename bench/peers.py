@@ -17,12 +17,18 @@ count the requests per key: that count is a method's calls. Every final prompt i
 scored on the test split by this script, with the project's metric, under a key of its
 own that no method's count includes.
 
-    python bench/peers.py [--data ../shared/data/bbh] [--tasks ...] [--seeds 0 1 2]
-        [--train 24 --val 24 --test 60 --budget 120] [--methods ...] [--table-only]
+    python bench/peers.py [--regime short|reasoning] [--data ../shared/data/bbh]
+        [--tasks ...] [--seeds 0 1 2] [--train 24 --val 24 --test 60 --budget 120]
+        [--methods ...] [--table-only]
 
-Each finished cell goes to bench/results/peers.json at once; a rerun skips it, so an
-interrupted run resumes (sizes and budget are kept in the file: other ones need another
-`--results` file).
+Two regimes (REGIMES): `short`, answers capped at 8 tokens; `reasoning`, a seed prompt
+that asks for reasoning and then 'Answer: X', 200 tokens, and the metric reads the answer
+from the end of the output (the last label of the task's answer space, or the last
+number), for every method alike.
+
+Each finished cell goes to bench/results/peers.json (peers-reasoning.json) at once; a
+rerun skips it, so an interrupted run resumes (sizes and budget are kept in the file:
+other ones need another `--results` file).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 from _common import (
@@ -56,15 +63,17 @@ from quality import TASKS
 from prompt_descent.core.config import (
     DatasetSpec,
     Example,
+    MetricSpec,
     Models,
     ModelSettings,
+    Prompt,
     RunConfig,
     Splits,
 )
 from prompt_descent.core.datasets import load_examples, split_examples
 from prompt_descent.llm.local.weights import resolve
 from prompt_descent.runtime import tether
-from tasks.metric import BUILT_IN
+from tasks.metric import resolve_metric
 
 VENVS = ROOT / "bench" / ".venvs"
 PEER_PACKAGES = {
@@ -93,8 +102,52 @@ METHODS = [
     "dspy-mipro-demos",
     "ape",
 ]
-SHORT_ANSWER_TOKENS = 8
 OPTIMIZER_TOKENS = 384
+# the reasoning regime's task instruction, and the labels its answer is read from (None:
+# the last number, which the task's last_number metric reads itself)
+REASONING = {
+    "sports_understanding": ("Decide whether the sentence is plausible.", ["yes", "no"]),
+    "object_counting": ("Count the objects the question asks about.", None),
+    "boolean_expressions": ("Evaluate the boolean expression.", ["True", "False"]),
+    "formal_fallacies": ("Decide whether the argument is deductively valid.", ["valid", "invalid"]),
+}
+
+
+@dataclass(frozen=True)
+class Regime:
+    """How the task model answers: its token cap, and each task's seed prompt and metric."""
+
+    name: str
+    max_tokens: int
+    title: str
+    section: str
+
+    @property
+    def reasons(self) -> bool:
+        return self.name == "reasoning"
+
+    def seed_prompt(self, task: str) -> Prompt:
+        if not self.reasons:
+            return TASKS[task]["prompt"]
+        instruction, labels = REASONING[task]
+        if labels:
+            ending = " or ".join(f"'Answer: {label}'" for label in labels)
+        else:
+            ending = "'Answer: N', N the number"
+        system = f"{instruction} Think step by step, then finish with the line {ending}."
+        return Prompt(system=system, template="{input}")
+
+    def metric(self, task: str) -> dict:
+        """The run config's `metric`, which the peers' metric reads too."""
+        labels = REASONING[task][1] if self.reasons else None
+        metric = {"name": TASKS[task]["metric"]}
+        return metric | {"answer": {"take": "last_label", "labels": labels}} if labels else metric
+
+
+REGIMES = {
+    "short": Regime("short", 8, "short answers", "peers"),
+    "reasoning": Regime("reasoning", 200, "reasoning, then an answer", "peers-reasoning"),
+}
 KEY_ENV = "PEERS_BENCH_KEY"
 SCORING_KEY = "test-scoring"
 
@@ -199,11 +252,17 @@ def rows(examples: list[Example]) -> list[dict]:
 
 
 def run_prompt_descent(
-    task: str, seed: int, data: Path, size: dict, budget: int, key: str, levers: dict
+    regime: Regime,
+    task: str,
+    seed: int,
+    data: Path,
+    size: dict,
+    budget: int,
+    key: str,
+    levers: dict,
 ) -> dict:
     from prompt_descent import api
 
-    seed_prompt = TASKS[task]["prompt"]
     path = Path(tempfile.mkdtemp(prefix="pd-peers-run-"))
 
     def settings(role: str, max_tokens: int, temperature: float = 0.0) -> ModelSettings:
@@ -218,11 +277,11 @@ def run_prompt_descent(
     os.environ[KEY_ENV] = key
     config = RunConfig(
         name=f"peers-{task}-{seed}",
-        prompt=seed_prompt,
+        prompt=regime.seed_prompt(task),
         dataset=DatasetSpec(path=str(data)),
-        metric={"name": TASKS[task]["metric"]},
+        metric=regime.metric(task),
         models=Models(
-            task=settings("task", SHORT_ANSWER_TOKENS),
+            task=settings("task", regime.max_tokens),
             gradient=settings("optimizer", OPTIMIZER_TOKENS, 0.7),
             apply=settings("optimizer", OPTIMIZER_TOKENS, 0.7),
             judge=settings("task", 4),
@@ -245,21 +304,23 @@ def run_prompt_descent(
     return {"system": best.system, "template": best.template, "demos": shown, "detail": detail}
 
 
-def run_peer(method: str, task: str, seed: int, splits, budget: int, key: str) -> dict | None:
+def run_peer(
+    regime: Regime, method: str, task: str, seed: int, splits, budget: int, key: str
+) -> dict | None:
     """The peer's final prompt, or None (its error printed) when it failed: the cell is
     left unfinished, for a rerun."""
     venv, script = ("ape", "peer_ape.py") if method == "ape" else ("dspy", "peer_dspy.py")
     python = ensure_venv(venv, PEER_PACKAGES[venv])
-    seed_prompt = TASKS[task]["prompt"]
+    seed_prompt = regime.seed_prompt(task)
     job = {
         "method": method.removeprefix("dspy-"),
         "seed": seed,
-        "metric": TASKS[task]["metric"],
+        "metric": regime.metric(task),
         "system": seed_prompt.system,
         "template": seed_prompt.template,
         "train": rows(splits.train),
         "val": rows(splits.val),
-        "task": endpoint("task", SHORT_ANSWER_TOKENS, 0.0),
+        "task": endpoint("task", regime.max_tokens, 0.0),
         "optimizer": endpoint("optimizer", OPTIMIZER_TOKENS, 0.7),
         "api_key": key,
         "budget": budget,
@@ -269,7 +330,8 @@ def run_peer(method: str, task: str, seed: int, splits, budget: int, key: str) -
     with tempfile.TemporaryDirectory(prefix="pd-peers-job-") as tmp:
         job_file, result_file = Path(tmp) / "job.json", Path(tmp) / "result.json"
         job_file.write_text(json.dumps(job))
-        env = os.environ | {"PYTHONPATH": str(ROOT / "bench")}
+        # the project's root for prompt_descent.core.answers, which bench/peer_metric.py reads
+        env = os.environ | {"PYTHONPATH": os.pathsep.join([str(ROOT / "bench"), str(ROOT)])}
         child = subprocess.run(
             [str(python), str(ROOT / "bench" / script), str(job_file), str(result_file)],
             env=env,
@@ -302,9 +364,9 @@ def messages(final: dict, example: Example) -> list[dict[str, str]]:
     return turns
 
 
-def test_accuracy(task: str, final: dict, test: list[Example]) -> float:
-    metric_name = TASKS[task]["metric"]
-    metric = BUILT_IN[metric_name]
+def test_accuracy(regime: Regime, task: str, final: dict, test: list[Example]) -> float:
+    spec = regime.metric(task)
+    metric = resolve_metric(MetricSpec(**spec))
     total = 0.0
     for example in test:
         response = completion(
@@ -312,19 +374,19 @@ def test_accuracy(task: str, final: dict, test: list[Example]) -> float:
             api_base=url("task"),
             api_key=SCORING_KEY,
             messages=messages(final, example),
-            max_tokens=SHORT_ANSWER_TOKENS,
+            max_tokens=regime.max_tokens,
             temperature=0.0,
         )
         output = (response.choices[0].message.content or "").strip()
         value = float(metric(output, example))
-        if value != peer_score(metric_name, output, example.target or ""):
+        if value != peer_score(spec, output, example.target or ""):
             raise SystemExit(f"bench/peer_metric.py disagrees with tasks.metric on {output!r}")
         total += value
     return total / len(test)
 
 
 def run_all(args: argparse.Namespace, results: dict, result_file: Path) -> None:
-    size, budget = results["size"], results["budget"]
+    size, budget, regime = results["size"], results["budget"], REGIMES[args.regime]
     servers = start_servers(args.threads)
     try:
         for seed in args.seeds:
@@ -340,7 +402,7 @@ def run_all(args: argparse.Namespace, results: dict, result_file: Path) -> None:
                     key = f"{method}|{task}|{seed}|{time.time_ns()}"
                     started = time.monotonic()
                     if method == "baseline":
-                        seed_prompt = TASKS[task]["prompt"]
+                        seed_prompt = regime.seed_prompt(task)
                         final = {
                             "system": seed_prompt.system,
                             "template": seed_prompt.template,
@@ -349,14 +411,16 @@ def run_all(args: argparse.Namespace, results: dict, result_file: Path) -> None:
                         }
                     elif method in LEVERS:
                         levers = LEVERS[method]
-                        final = run_prompt_descent(task, seed, data, size, budget, key, levers)
+                        final = run_prompt_descent(
+                            regime, task, seed, data, size, budget, key, levers
+                        )
                     else:
-                        final = run_peer(method, task, seed, splits, budget, key)
+                        final = run_peer(regime, method, task, seed, splits, budget, key)
                         if final is None:
                             print(f"{cell}: FAILED, not recorded", flush=True)
                             continue
                     seconds, calls = time.monotonic() - started, served(key)
-                    accuracy = test_accuracy(task, final, splits.test)
+                    accuracy = test_accuracy(regime, task, final, splits.test)
                     results["cells"][cell] = {
                         "task": task,
                         "seed": seed,
@@ -485,13 +549,19 @@ def write_table(args: argparse.Namespace, results: dict) -> str:
         ],
         table_rows,
     )
+    regime = REGIMES[args.regime]
+    cells_file = (
+        args.results.relative_to(ROOT) if args.results.is_relative_to(ROOT) else args.results
+    )
     body = (
         header(
-            "Quality against the real peers, short answers (bench/peers.py)",
+            f"Quality against the real peers, {regime.title} (bench/peers.py)",
             results["machine"],
             results["started"],
+            f"`python bench/peers.py --regime {regime.name}` (the cells of "
+            f"`{cells_file}`, run over several sessions)",
         )
-        + f"- models: task `{SERVERS['task'][0]}` (max_tokens {SHORT_ANSWER_TOKENS}), optimizer "
+        + f"- models: task `{SERVERS['task'][0]}` (max_tokens {regime.max_tokens}), optimizer "
         f"roles `{SERVERS['optimizer'][0]}` (max_tokens {OPTIMIZER_TOKENS}), one "
         "llama-cpp-python server each; calls counted at the servers\n"
         f"- splits train {size['train']} / val {size['val']} / test {size['test']}, the same for "
@@ -500,13 +570,14 @@ def write_table(args: argparse.Namespace, results: dict) -> str:
         + f"\n\n{OURS} (our lever set, fixed before the other levers ran, not picked on "
         "test) against the best peer:\n\n" + versus_best_peer(args, cells) + "\n"
     )
-    write_section("peers", body)
+    write_section(regime.section, body)
     print(table)
     return table
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--regime", choices=REGIMES, default="short")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "bbh")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -516,23 +587,28 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=60)
     parser.add_argument("--budget", type=int, default=120)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--results", type=Path, default=RESULTS / "peers.json")
+    parser.add_argument("--results", type=Path, help="default: bench/results/<section>.json")
     parser.add_argument("--table-only", action="store_true")
     args = parser.parse_args()
     size = {"train": args.train, "val": args.val, "test": args.test}
+    args.results = (args.results or RESULTS / f"{REGIMES[args.regime].section}.json").resolve()
     results = (
         json.loads(args.results.read_text())
         if args.results.exists()
         else {
             "size": size,
             "budget": args.budget,
+            "regime": args.regime,
             "machine": machine(),
             "started": now(),
             "cells": {},
         }
     )
-    if (results["size"], results["budget"]) != (size, args.budget):
-        raise SystemExit(f"{args.results} holds other sizes or budget; give another --results")
+    held = (results["size"], results["budget"], results.get("regime", "short"))
+    if held != (size, args.budget, args.regime):
+        raise SystemExit(
+            f"{args.results} holds other sizes, budget or regime; give another --results"
+        )
     if args.table_only:
         write_table(args, results)
         return
