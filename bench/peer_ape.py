@@ -56,8 +56,11 @@ class TaskMetric(BaseMetric):
 
 
 def metric_description(spec: dict) -> str:
-    answer = spec.get("answer")
-    where = f"the last of {', '.join(answer['labels'])} in the output" if answer else "the output"
+    answer = spec.get("answer") or {"take": "whole"}
+    where = {
+        "last_label": f"the last of {', '.join(answer.get('labels', []))} in the output",
+        "last_number": "the last number in the output",
+    }.get(answer["take"], "the output")
     return f"{spec['name']} of {where} against the expected answer"
 
 

@@ -25,12 +25,16 @@ def _number(text: str) -> float | None:
 
 
 def score(metric: dict, output: str, target: str) -> float:
-    """`metric` as the run config gives it: {name, answer: {take: last_label, labels}}."""
+    """`metric` as the run config gives it: {name, answer: {take: last_label | last_number,
+    labels}}."""
     answer = metric.get("answer")
     if answer is not None:
-        if answer["take"] != "last_label":
+        readers = {"last_number": answers.last_number}
+        if answer["take"] == "last_label":
+            readers["last_label"] = answers.last_label(answer["labels"])
+        if answer["take"] not in readers:
             raise ValueError(f"no peer answer reader '{answer['take']}'")
-        read = answers.last_label(answer["labels"])(output)
+        read = readers[answer["take"]](output)
         if read is None:
             return 0.0
         output = read

@@ -104,7 +104,7 @@ METHODS = [
 ]
 OPTIMIZER_TOKENS = 384
 # the reasoning regime's task instruction, and the labels its answer is read from (None:
-# the last number, which the task's last_number metric reads itself)
+# the last number)
 REASONING = {
     "sports_understanding": ("Decide whether the sentence is plausible.", ["yes", "no"]),
     "object_counting": ("Count the objects the question asks about.", None),
@@ -139,9 +139,12 @@ class Regime:
 
     def metric(self, task: str) -> dict:
         """The run config's `metric`, which the peers' metric reads too."""
-        labels = REASONING[task][1] if self.reasons else None
         metric = {"name": TASKS[task]["metric"]}
-        return metric | {"answer": {"take": "last_label", "labels": labels}} if labels else metric
+        if not self.reasons:
+            return metric
+        labels = REASONING[task][1]
+        answer = {"take": "last_label", "labels": labels} if labels else {"take": "last_number"}
+        return metric | {"answer": answer}
 
 
 REGIMES = {

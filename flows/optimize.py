@@ -111,6 +111,7 @@ class Trainer:
     pool: Pool = field(init=False)  # the best prompts so far: see core/pool.py
     answers: list[str] = field(default_factory=list)  # the label set, shown to the gradient
     right: dict[str, str] = field(default_factory=dict)  # train example id -> a right output
+    bootstrap_tried: set[tuple[str, str]] = field(default_factory=set)  # (prompt id, example id)
     paying_since: tuple[float, Usage] = (0.0, Usage())  # see start_paying
 
     def __post_init__(self) -> None:
@@ -159,8 +160,17 @@ class Trainer:
             proposal += 1
             in_batch = {e.id for e in batch}
             pool = [e for e in self.splits.train if e.id not in in_batch]
+            own_outputs_only = self.demos_show_reasoning
+            if own_outputs_only:
+                await self.bootstrap(step, pool)
             candidate = await named(propose_demos, f"demos step {step} proposal {proposal}")(
-                self.current, pool, self.right, config.demos, config.seed + step, history
+                self.current,
+                pool,
+                self.right,
+                config.demos,
+                config.seed + step,
+                history,
+                own_outputs_only,
             )
             if await self.try_candidate(step, proposal, batch, batch_scores, candidate, history):
                 return
@@ -277,6 +287,29 @@ class Trainer:
             await self.accept(step, candidate.prompt, validation.val, decision.reason)
             return True
         return False
+
+    @property
+    def demos_show_reasoning(self) -> bool:
+        """Bootstrapped demonstrations where the answer is read from a longer output: they
+        must be the model's own outputs, since a bare target shown as a demonstration teaches
+        the model to answer without its reasoning."""
+        return self.config.demos.source == "bootstrapped" and self.config.metric.answer is not None
+
+    async def bootstrap(self, step: int, pool: list[Example]) -> None:
+        """Right outputs of the current prompt for the demonstrations, as DSPy's
+        BootstrapFewShot finds them: it answers up to twice as many train examples of `pool`
+        as there are right outputs missing, each example once per prompt."""
+        missing = self.config.demos.count - sum(e.id in self.right for e in pool)
+        untried = [
+            e
+            for e in pool
+            if e.id not in self.right and (self.current.id, e.id) not in self.bootstrap_tried
+        ]
+        chosen = untried[: 2 * missing] if missing > 0 else []
+        if chosen:
+            self.bootstrap_tried |= {(self.current.id, e.id) for e in chosen}
+            scores = await self.evaluate(self.current, "train", chosen, f"step {step} bootstrap")
+            self.remember_right(scores)
 
     def remember_right(self, scores: SplitScore) -> None:
         """The current prompt's whole, right answers: the bootstrapped demonstrations."""

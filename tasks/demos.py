@@ -4,9 +4,10 @@ The set is drawn from the train examples outside the batch it will be validated 
 (a demonstration of a batch example would hand the batch its answer), never from val
 or test. Bootstrapped, it prefers the examples the current prompt already got right,
 with the model's own outputs as the answers (its form, its reasoning), as DSPy's
-BootstrapFewShot does; labeled targets fill the rest. The examples alternate between
-the targets, so a label set is shown evenly. The candidate is the current instruction
-with the new set, validated like an instruction edit.
+BootstrapFewShot does; labeled targets fill the rest, unless only the model's own
+outputs may be shown (where it reasons before its answer). The examples alternate
+between the targets, so a label set is shown evenly. The candidate is the current
+instruction with the new set, validated like an instruction edit.
 """
 
 from __future__ import annotations
@@ -20,10 +21,15 @@ from tasks.options import step
 
 
 def draw_demos(
-    pool: list[Example], right: dict[str, str], settings: DemoSettings, seed: int
+    pool: list[Example],
+    right: dict[str, str],
+    settings: DemoSettings,
+    seed: int,
+    own_outputs_only: bool = False,
 ) -> list[Demo]:
-    """`settings.count` demonstrations from `pool`, alternating between the targets."""
-    labeled = [e for e in pool if e.target is not None]
+    """Up to `settings.count` demonstrations from `pool`, alternating between the targets;
+    `own_outputs_only`: only examples with a right output in `right`, shown with it."""
+    labeled = [e for e in pool if e.target is not None and (e.id in right or not own_outputs_only)]
     random.Random(seed).shuffle(labeled)
     bootstrapped = settings.source == "bootstrapped"
     if bootstrapped:  # a stable sort: the shuffled order within each kind
@@ -50,10 +56,12 @@ async def propose_demos(
     settings: DemoSettings,
     seed: int,
     history: list[Attempt],
+    own_outputs_only: bool = False,
 ) -> Candidate:
     """The current prompt with a new demonstration set, or why there is none."""
-    demos = draw_demos(pool, right, settings, seed)
+    demos = draw_demos(pool, right, settings, seed, own_outputs_only)
     if not demos:
-        return Candidate(prompt=None, rejected_because="no labeled train example to show")
+        missing = "right output of the model" if own_outputs_only else "labeled train example"
+        return Candidate(prompt=None, rejected_because=f"no {missing} to show")
     candidate = prompt.with_demos(demos)
     return repeat_of(candidate, prompt, history) or Candidate(prompt=candidate)

@@ -108,6 +108,49 @@ def test_demonstrations_survive_export_import_and_run(tmp_path: Path, fake_model
     assert [m["role"] for m in messages] == roles
 
 
+def reasons_then_answers(model: str, messages: Messages) -> str:
+    """The task model reasons, then answers: right on every third question, and on every
+    question once the prompt shows demonstrations that reason too."""
+    system = messages[0]["content"]
+    if system.startswith("You are an expert prompt engineer"):
+        return "Show the model worked examples."
+    if system.startswith("You improve prompts"):
+        return json.dumps({"system": "Answer the question briefly.", "template": "{input}"})
+    question = messages[-1]["content"]
+    demos = [m["content"] for m in messages[1:-1] if m["role"] == "assistant"]
+    right = int(question[1:]) % 3 == 0 or (demos and all("Answer:" in d for d in demos))
+    return f"{question} asks for its a. Answer: {question.replace('q', 'a') if right else 'b'}"
+
+
+def test_where_the_answer_is_read_from_reasoning_demonstrations_are_the_models_own_outputs(
+    tmp_path: Path, fake_model
+) -> None:
+    fake_model(reasons_then_answers)
+    config = make_config(
+        tmp_path,
+        demos={"count": 2, "source": "bootstrapped"},
+        metric={"name": "exact_match", "answer": {"take": "regex", "pattern": "Answer: (\\w+)"}},
+    )
+
+    summary = asyncio.run(optimize_prompt(config))
+
+    assert summary.accepted == 1 and summary.best_val == 1.0
+    store = Store(config.store)
+    best = store.prompt(summary.best_prompt)
+    assert 1 <= len(best.demos) <= 2  # as many as the model got right, up to the count
+    for demo in best.demos:  # reasoning and answer as the model wrote them, not a bare target
+        question = demo.inputs["input"]
+        assert demo.output == f"{question} asks for its a. Answer: {question.replace('q', 'a')}"
+    (iteration,) = store.query("SELECT batch_ids FROM iterations")
+    (bootstrap,) = store.query(
+        "SELECT count(*) AS predicted FROM predictions p JOIN evaluations e USING (prompt_id) "
+        "WHERE e.label = 'step 1 bootstrap' AND p.split = 'train'"
+    )
+    shown = {d.inputs["input"] for d in best.demos}
+    assert not shown & {f"q{i[1:]}" for i in iteration["batch_ids"]}
+    assert bootstrap["predicted"] > 0
+
+
 def test_a_demonstration_that_is_a_val_example_is_refused_before_any_call(
     tmp_path: Path, fake_model
 ) -> None:
