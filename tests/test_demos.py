@@ -30,14 +30,21 @@ def shows_demos(messages: Messages) -> bool:
     return any(m["role"] == "assistant" for m in messages[1:-1])
 
 
-def demos_help(model: str, messages: Messages) -> str:
-    """The task model answers `a<i>` to `q<i>` only when the prompt shows demonstrations;
-    the instruction edits it is offered change nothing."""
+def optimizer_reply(messages: Messages) -> str | None:
+    """The gradient and apply roles' replies, an edit that changes nothing the task model
+    reads; None for a task call."""
     system = messages[0]["content"]
     if system.startswith("You are an expert prompt engineer"):
         return "Show the model worked examples."
     if system.startswith("You improve prompts"):
         return json.dumps({"system": "Answer the question briefly.", "template": "{input}"})
+    return None
+
+
+def demos_help(model: str, messages: Messages) -> str:
+    """The task model answers `a<i>` to `q<i>` only when the prompt shows demonstrations."""
+    if (reply := optimizer_reply(messages)) is not None:
+        return reply
     question = messages[-1]["content"]
     return question.replace("q", "a") if shows_demos(messages) else "wrong"
 
@@ -111,11 +118,8 @@ def test_demonstrations_survive_export_import_and_run(tmp_path: Path, fake_model
 def reasons_then_answers(model: str, messages: Messages) -> str:
     """The task model reasons, then answers: right on every third question, and on every
     question once the prompt shows demonstrations that reason too."""
-    system = messages[0]["content"]
-    if system.startswith("You are an expert prompt engineer"):
-        return "Show the model worked examples."
-    if system.startswith("You improve prompts"):
-        return json.dumps({"system": "Answer the question briefly.", "template": "{input}"})
+    if (reply := optimizer_reply(messages)) is not None:
+        return reply
     question = messages[-1]["content"]
     demos = [m["content"] for m in messages[1:-1] if m["role"] == "assistant"]
     right = int(question[1:]) % 3 == 0 or (demos and all("Answer:" in d for d in demos))
