@@ -9,26 +9,30 @@ and stops a loop with `OutOfBudget` once its call budget is spent.
 
 from __future__ import annotations
 
-import os
-import tempfile
-
-# Before litellm and Prefect are imported (every bench script imports this module first):
-# a private Prefect home per run, quiet logs, no remote cost map.
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="pd-bench-prefect-"))
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-
+import atexit
 import json
+import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+
+# Before litellm and Prefect are imported (every bench script imports this module first):
+# a private Prefect home per run (removed at exit, after Prefect's own exit handlers,
+# registered later, have stopped its ephemeral server), quiet logs, no remote cost map.
+if "PREFECT_HOME" not in os.environ:
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="pd-bench-prefect-")
+    atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 import litellm
 
@@ -132,6 +136,30 @@ async def score(
     return [
         (e, o.strip(), float(metric(o.strip(), e))) for e, o in zip(examples, outputs, strict=True)
     ]
+
+
+def scratch(prefix: str) -> Path:
+    """A directory for this process's throwaway files, removed when the process exits."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+_BBH_FILES = scratch("pd-bench-bbh-")
+
+
+def bbh_task(data: Path, task: str) -> Path:
+    """A BBH-format task file of `data` as JSONL, without repeated inputs (prompt-descent
+    refuses duplicates, which could land in two splits), written outside the repository."""
+    path = _BBH_FILES / f"{task}.jsonl"
+    if not path.exists():
+        rows, seen = [], set()
+        for row in json.loads((data / f"{task}.json").read_text())["examples"]:
+            if row["input"] not in seen:
+                seen.add(row["input"])
+                rows.append({"input": row["input"], "target": row["target"]})
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
 
 
 def mean(values: list[float]) -> float:

@@ -28,7 +28,9 @@ number), for every method alike.
 
 Each finished cell goes to bench/results/peers.json (peers-reasoning.json) at once; a
 rerun skips it, so an interrupted run resumes (sizes and budget are kept in the file:
-other ones need another `--results` file).
+other ones need another `--results` file). A prompt-descent cell's run store (its
+iterations, with every decision's reason, its predictions and calls) is kept in
+bench/.stores/<section>/, to read with DuckDB afterwards.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from pathlib import Path
 from _common import (
     RESULTS,
     ROOT,
+    bbh_task,
     header,
     machine,
     markdown_table,
@@ -76,6 +79,7 @@ from prompt_descent.runtime import tether
 from tasks.metric import resolve_metric
 
 VENVS = ROOT / "bench" / ".venvs"
+STORES = ROOT / "bench" / ".stores"  # prompt-descent's run stores, one per cell
 PEER_PACKAGES = {
     "dspy": ["dspy[optuna]==3.4.1"],
     "ape": ["ape-core==0.10.0", "ape-common==0.2.1"],  # ape-common caps rich<14: not ours
@@ -237,19 +241,6 @@ def endpoint(role: str, max_tokens: int, temperature: float) -> dict:
     }
 
 
-def bbh_examples(data: Path, task: str) -> Path:
-    """The task's examples without repeated inputs (they could land in two splits), as a
-    JSONL file outside the repository."""
-    rows, seen = [], set()
-    for row in json.loads((data / f"{task}.json").read_text())["examples"]:
-        if row["input"] not in seen:
-            seen.add(row["input"])
-            rows.append({"input": row["input"], "target": row["target"]})
-    path = Path(tempfile.mkdtemp(prefix="pd-peers-")) / f"{task}.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
 def rows(examples: list[Example]) -> list[dict]:
     return [{"input": e.inputs["input"], "target": e.target} for e in examples]
 
@@ -263,10 +254,9 @@ def run_prompt_descent(
     budget: int,
     key: str,
     levers: dict,
+    store: Path,
 ) -> dict:
     from prompt_descent import api
-
-    path = Path(tempfile.mkdtemp(prefix="pd-peers-run-"))
 
     def settings(role: str, max_tokens: int, temperature: float = 0.0) -> ModelSettings:
         return ModelSettings(
@@ -295,7 +285,7 @@ def run_prompt_descent(
         seed=seed,
         concurrency=1,
         budget={"max_llm_calls": budget},
-        store=str(path / "runs.duckdb"),
+        store=str(store),
         **levers,
     )
     summary = api.optimize(config)
@@ -305,6 +295,16 @@ def run_prompt_descent(
         detail += f"; {summary.stop_reason}"
     shown = [{"input": d.inputs["input"], "output": d.output} for d in best.demos]
     return {"system": best.system, "template": best.template, "demos": shown, "detail": detail}
+
+
+def fresh_store(regime: Regime, cell: str) -> Path:
+    """Where a prompt-descent cell keeps its run (every iteration, prediction and call, to
+    read afterwards): bench/.stores/<section>/<cell>.duckdb, emptied before it runs."""
+    store = STORES / regime.section / (cell.replace("|", "-") + ".duckdb")
+    store.parent.mkdir(parents=True, exist_ok=True)
+    for stale in store.parent.glob(store.name + "*"):  # the database and its WAL
+        stale.unlink()
+    return store
 
 
 def run_peer(
@@ -394,7 +394,7 @@ def run_all(args: argparse.Namespace, results: dict, result_file: Path) -> None:
     try:
         for seed in args.seeds:
             for task in args.tasks:
-                data = bbh_examples(args.data, task)
+                data = bbh_task(args.data, task)
                 splits = split_examples(
                     load_examples(DatasetSpec(path=str(data))), Splits(**size), seed
                 )
@@ -413,9 +413,16 @@ def run_all(args: argparse.Namespace, results: dict, result_file: Path) -> None:
                             "detail": "",
                         }
                     elif method in LEVERS:
-                        levers = LEVERS[method]
                         final = run_prompt_descent(
-                            regime, task, seed, data, size, budget, key, levers
+                            regime,
+                            task,
+                            seed,
+                            data,
+                            size,
+                            budget,
+                            key,
+                            LEVERS[method],
+                            fresh_store(regime, cell),
                         )
                     else:
                         final = run_peer(regime, method, task, seed, splits, budget, key)

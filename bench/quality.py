@@ -29,6 +29,7 @@ from pathlib import Path
 from _common import (
     RESULTS,
     Caller,
+    bbh_task,
     header,
     machine,
     markdown_table,
@@ -102,22 +103,8 @@ def load_results() -> dict:
     return {"cells": {}, "test_scores": {}}
 
 
-_DEDUPED = Path(tempfile.mkdtemp(prefix="pd-bench-bbh-"))
-
-
 def dataset(task: str) -> DatasetSpec:
-    """The BBH task without repeated inputs (prompt-descent refuses duplicates, which
-    could land in two splits), written outside the repository, read from the shared file."""
-    path = _DEDUPED / f"{task}.jsonl"
-    if not path.exists():
-        seen: set[str] = set()
-        lines = []
-        for row in json.loads((BBH / f"{task}.json").read_text())["examples"]:
-            if row["input"] not in seen:
-                seen.add(row["input"])
-                lines.append(json.dumps({"input": row["input"], "target": row["target"]}))
-        path.write_text("\n".join(lines) + "\n")
-    return DatasetSpec(path=str(path))
+    return DatasetSpec(path=str(bbh_task(BBH, task)))
 
 
 async def run_prompt_descent(

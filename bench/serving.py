@@ -22,11 +22,10 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from _common import ROOT, header, machine, markdown_table, now, write_section
+from _common import ROOT, header, machine, markdown_table, now, scratch, write_section
 
 from prompt_descent.core.config import ModelSettings, Prompt
 from prompt_descent.core.configfile import load_config
@@ -73,7 +72,7 @@ def one_input(number: int) -> str:
 
 
 def measure(repeat: int) -> list[list[str]]:
-    directory = Path(tempfile.mkdtemp(prefix="pd-serving-"))
+    directory = scratch("pd-serving-")
     store = registered_store(directory)
     texts = directory / "texts.jsonl"
     rows: list[list[str]] = []
