@@ -182,6 +182,7 @@ class Trainer:
             config.mode,
             self.answers,
             config.right_shown,
+            config.metric.answer,
         )
         unusable: list[str] = []  # why earlier edits had no prompt, for apply to avoid
         edits = 0

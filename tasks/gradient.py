@@ -3,6 +3,10 @@
 Metric mode: the text gradient is built from everything known about the failing
 examples: the prompt, each input, the model's output, the target and the score; with
 `right_shown`, also a few examples the prompt gets right, which an edit must keep.
+Where the metric reads the answer from the end of a longer output (`metric.answer`), the
+model reasons first: the gradient is told where the answer is read and what was read from
+each output, and looks for the step where the reasoning went wrong, instead of asking
+for the answer alone, first (which would teach the model to stop reasoning).
 Feedback mode (no targets): it is a critique of the prompt by all its answers.
 The gradient depends only on the current prompt and the batch, so one call serves
 every proposal for the batch; the apply step is shown how the earlier ones fared.
@@ -12,9 +16,18 @@ from __future__ import annotations
 
 import json
 
-from prompt_descent.core.config import Example, ModelSettings, Prediction, Prompt, SplitScore
+from prompt_descent.core.answers import AnswerReader
+from prompt_descent.core.config import (
+    AnswerSpec,
+    Example,
+    ModelSettings,
+    Prediction,
+    Prompt,
+    SplitScore,
+)
 from prompt_descent.core.results import Feedback
 from prompt_descent.llm.gateway import active_gateway
+from tasks.metric import answer_reader
 from tasks.options import step
 
 MAX_CASES_SHOWN = 8
@@ -27,6 +40,25 @@ GRADIENT_SYSTEM = (
     "Then list the concrete changes to the prompt's instructions that would make the model "
     "give the expected answers. Be brief: at most five bullet points. Do not write the new "
     "prompt."
+)
+
+REASONING_GRADIENT_SYSTEM = (
+    "You are an expert prompt engineer. A language model was given a prompt and got the "
+    "examples below wrong. It reasons, then answers, and its answer is read from the end of "
+    "its output. For each example, find the step where the reasoning went wrong, or why no "
+    "answer could be read, and say what in the prompt led there. Then list the concrete "
+    "changes to the prompt's instructions that would make the model reason its way to the "
+    "expected answers. Be brief: at most five bullet points. Do not write the new prompt."
+)
+
+CUT_OFF = (
+    "An output marked cut off wrote too much: it reached the token limit before the expected "
+    "answer. The prompt must make the model give the expected answer first, in the expected "
+    "form, and nothing before it."
+)
+REASONING_CUT_OFF = (
+    "An output marked cut off reached the token limit before its answer: the prompt must "
+    "keep the reasoning short enough for the answer to come within the limit."
 )
 
 
@@ -44,14 +76,19 @@ def describe_prompt(prompt: Prompt) -> str:
     return json.dumps({"system": prompt.system, "template": prompt.template}, ensure_ascii=False)
 
 
-def _case(number: int, example: Example, prediction: Prediction) -> str:
+def _case(
+    number: int, example: Example, prediction: Prediction, read: AnswerReader | None = None
+) -> str:
     inputs = "\n".join(f"{name}: {value}" for name, value in example.inputs.items())
     expected = f"\nExpected: {example.target}" if example.target is not None else ""
     answer = prediction.output or "(empty)"
     cut = " (cut off at the token limit)" if prediction.truncated else ""
+    answer_read = ""
+    if read is not None:
+        answer_read = f"\nAnswer read from it: {read(prediction.output) or '(none)'}"
     return (
         f"Example {number} (score {prediction.score:.2f}):\n{inputs}\n"
-        f"Model output{cut}: {answer}{expected}"
+        f"Model output{cut}: {answer}{answer_read}{expected}"
     )
 
 
@@ -67,14 +104,14 @@ def gradient_messages(
     mode: str = "metric",
     answers: list[str] = (),
     right: list[tuple[Example, Prediction]] = (),
+    answer: AnswerSpec | None = None,
 ) -> list[dict[str, str]]:
-    shown = "\n\n".join(_case(n, *case) for n, case in enumerate(cases, start=1))
+    read = answer_reader(answer) if answer is not None else None
+    shown = "\n\n".join(_case(n, *case, read) for n, case in enumerate(cases, start=1))
+    if answer is not None:
+        shown += f"\n\nThe answer is read from each output as {answer.rule}."
     if any(prediction.truncated for _, prediction in cases):
-        shown += (
-            "\n\nAn output marked cut off wrote too much: it reached the token limit "
-            "before the expected answer. The prompt must make the model give the expected "
-            "answer first, in the expected form, and nothing before it."
-        )
+        shown += "\n\n" + (CUT_OFF if answer is None else REASONING_CUT_OFF)
     if answers:
         shown += (
             "\n\nEvery expected answer in this task is one of: "
@@ -82,12 +119,15 @@ def gradient_messages(
             + "."
         )
     if right:
-        kept = "\n\n".join(_case(n, *case) for n, case in enumerate(right, start=len(cases) + 1))
+        kept = "\n\n".join(
+            _case(n, *case, read) for n, case in enumerate(right, start=len(cases) + 1)
+        )
         shown += "\n\nRight outputs, for contrast: the changes must keep these right.\n\n" + kept
     if mode == "feedback":
         system, heading, ask = CRITIQUE_SYSTEM, "Answers", "Your critique"
     else:
-        system, heading, ask = GRADIENT_SYSTEM, "Wrong outputs", "Your diagnosis and the changes"
+        system = GRADIENT_SYSTEM if answer is None else REASONING_GRADIENT_SYSTEM
+        heading, ask = "Wrong outputs", "Your diagnosis and the changes"
     return [
         {"role": "system", "content": system},
         {
@@ -108,6 +148,7 @@ async def gradient(
     mode: str = "metric",
     answers: list[str] = (),
     right_shown: int = 0,
+    answer: AnswerSpec | None = None,
 ) -> Feedback:
     """Metric mode shows the failing examples, then up to `right_shown` right ones;
     feedback mode all of them, worst first."""
@@ -120,6 +161,6 @@ async def gradient(
     cases = [(by_id[p.example_id], p) for p in shown][:MAX_CASES_SHOWN]
     kept = [(by_id[p.example_id], p) for p in right]
     call = await active_gateway().complete(
-        "gradient", settings, gradient_messages(prompt, cases, mode, answers, kept)
+        "gradient", settings, gradient_messages(prompt, cases, mode, answers, kept, answer)
     )
     return Feedback(prompt_id=prompt.id, text=(call.response or "").strip(), failures=len(cases))

@@ -109,7 +109,7 @@ BUILT_IN: dict[str, Metric] = {
 }
 
 
-def _answer_reader(spec: AnswerSpec) -> answers.AnswerReader:
+def answer_reader(spec: AnswerSpec) -> answers.AnswerReader:
     if spec.take == "last_number":
         return answers.last_number
     if spec.take == "last_label":
@@ -148,7 +148,7 @@ def resolve_metric(spec: MetricSpec) -> Metric | None:
             "compares the answer with a target",
             field="metric.answer",
         )
-    return _on_answer(metric, _answer_reader(spec.answer))
+    return _on_answer(metric, answer_reader(spec.answer))
 
 
 def _base_metric(spec: MetricSpec) -> Metric | None:

@@ -142,3 +142,15 @@ def test_an_incomplete_answer_spec_is_one_line_naming_the_field(
     assert result.exit_code == 2 and "\n" not in message, message
     assert "run.yaml" in message and field in message, message
     assert not (tmp_path / "runs.duckdb").exists()
+
+
+@pytest.mark.parametrize(
+    ("answer", "rule"),
+    [
+        ({"take": "last_label", "labels": ["valid", "invalid"]}, "the last of 'valid', 'invalid'"),
+        ({"take": "last_number"}, "the last number written"),
+        ({"take": "regex", "pattern": "Answer: (\\w+)"}, "of the regex `Answer: (\\w+)`"),
+    ],
+)
+def test_the_gradient_is_told_where_the_answer_is_read(answer: dict, rule: str) -> None:
+    assert rule in MetricSpec(answer=answer).answer.rule

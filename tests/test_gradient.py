@@ -21,9 +21,14 @@ def script(model: str, messages: list[dict[str, str]]) -> str:
     return "a sentence, not a label"
 
 
-def gradient_prompts(
-    tmp_path: Path, targets: list[str], answer_tokens: int = 64, right_shown: int = 0
-) -> list[str]:
+def gradient_calls(
+    tmp_path: Path,
+    targets: list[str],
+    answer_tokens: int = 64,
+    right_shown: int = 0,
+    metric: dict | None = None,
+) -> list[list[dict[str, str]]]:
+    """The messages of every gradient request of a one-step run."""
     tmp_path.mkdir(exist_ok=True)
     data = tmp_path / "data.jsonl"
     data.write_text(
@@ -42,11 +47,17 @@ def gradient_prompts(
         max_proposals=1,
         right_shown=right_shown,
         store=str(tmp_path / "runs.duckdb"),
+        **({"metric": metric} if metric else {}),
     )
     asyncio.run(optimize_prompt(config))
     with duckdb.connect(str(tmp_path / "runs.duckdb"), read_only=True) as con:
         rows = con.execute("SELECT messages FROM llm_calls WHERE role = 'gradient'").fetchall()
-    return [json.loads(messages)[-1]["content"] for (messages,) in rows]
+    return [json.loads(messages) for (messages,) in rows]
+
+
+def gradient_prompts(tmp_path: Path, targets: list[str], **run: object) -> list[str]:
+    """What each gradient request asks about: its last message."""
+    return [messages[-1]["content"] for messages in gradient_calls(tmp_path, targets, **run)]
 
 
 def test_a_small_label_set_is_shown_to_the_gradient_model(tmp_path: Path, fake_model) -> None:
@@ -88,3 +99,29 @@ def test_right_shown_adds_the_batch_examples_the_prompt_gets_right(
     assert "Expected: no" in wrong and "Expected: yes" not in wrong
     assert right.count("Expected: yes") == 1 and "Expected: no" not in right
     assert "Model output: yes" in right
+
+
+def reasons_then_answers(model: str, messages: list[dict[str, str]]) -> str:
+    if messages[0]["content"].startswith("You improve prompts"):
+        return json.dumps({"system": "Reason, then answer.", "template": "{input}"})
+    return "It looks like yes, but no"  # 6 tokens; the answer read from it is 'no'
+
+
+def test_where_the_answer_is_read_from_the_end_the_gradient_looks_at_the_reasoning(
+    tmp_path: Path, fake_model
+) -> None:
+    fake_model(reasons_then_answers)
+    answer = {"name": "exact_match", "answer": {"take": "last_label", "labels": ["yes", "no"]}}
+    (system, ask), *_ = gradient_calls(
+        tmp_path / "cut", ["yes", "no"] * 10, answer_tokens=6, metric=answer
+    )
+    (plain,) = gradient_prompts(tmp_path / "plain", ["yes", "no"] * 10, answer_tokens=6)
+
+    prompt = ask["content"]
+    assert "reasons, then answers" in system["content"]
+    assert "The answer is read from each output as the last of 'yes', 'no' written." in prompt
+    assert "It looks like yes, but no\nAnswer read from it: no\nExpected: yes" in prompt
+    # a cut-off output asks for shorter reasoning, not for the answer alone, first
+    assert "keep the reasoning short enough" in prompt
+    assert "give the expected answer first" not in prompt
+    assert "give the expected answer first" in plain and "Answer read" not in plain

@@ -260,6 +260,15 @@ class AnswerSpec(Strict):
             )
         return value
 
+    @property
+    def rule(self) -> str:
+        """Where the answer is read, in words, for the gradient model."""
+        if self.take == "last_label":
+            return f"the last of {', '.join(repr(label) for label in self.labels)} written"
+        if self.take == "last_number":
+            return "the last number written"
+        return f"the first group of the last match of the regex `{self.pattern}`"
+
 
 class MetricSpec(Strict):
     """A built-in metric by name, or a user function as 'module:function'.
