@@ -44,6 +44,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +53,7 @@ from _common import (
     RESULTS,
     ROOT,
     bbh_task,
+    git_commit,
     header,
     machine,
     markdown_table,
@@ -440,6 +443,7 @@ def run_all(args: argparse.Namespace, results: dict, result_file: Path) -> None:
                         "seconds": round(seconds, 1),
                         "prompt": final,
                         "finished": now(),
+                        "commit": git_commit(),
                     }
                     save_json(result_file, results)
                     print(
@@ -576,6 +580,7 @@ def write_table(args: argparse.Namespace, results: dict) -> str:
         "llama-cpp-python server each; calls counted at the servers\n"
         f"- splits train {size['train']} / val {size['val']} / test {size['test']}, the same for "
         f"every method; budget {results['budget']} optimizer calls; test scoring not counted\n\n"
+        + ran_at(cells.values())
         + table
         + f"\n\n{OURS} (our lever set, fixed before the other levers ran, not picked on "
         "test) against the best peer:\n\n" + versus_best_peer(args, cells) + "\n"
@@ -583,6 +588,14 @@ def write_table(args: argparse.Namespace, results: dict) -> str:
     write_section(regime.section, body)
     print(table)
     return table
+
+
+def ran_at(cells: Iterable[dict]) -> str:
+    """Which code the prompt-descent cells ran (the peers' code is their pinned packages)."""
+    ours = [c for c in cells if c["method"] in LEVERS]
+    commits = Counter(c.get("commit", "not recorded") for c in ours)
+    listed = ", ".join(f"{commit} ({n})" for commit, n in sorted(commits.items()))
+    return f"- prompt-descent cells by the commit they ran at (cells): {listed}\n\n"
 
 
 def main() -> None:
