@@ -145,7 +145,7 @@ class Trainer:
     async def step(self, step: int, batch: list[Example], history: list[Attempt]):
         """A new demonstration set (when that lever is on), then up to max_proposals
         instruction edits for one batch, `race` at a time; stops at the first accepted
-        candidate."""
+        candidate, or after `give_up_after` edits in a row gave no usable prompt."""
         config, models = self.config, self.config.models
         start = self.pool.start()
         self.current, self.current_val = start.prompt, start.val
@@ -185,8 +185,15 @@ class Trainer:
             config.metric.answer,
         )
         unusable: list[str] = []  # why earlier edits had no prompt, for apply to avoid
-        edits = 0
+        edits = unusable_in_a_row = 0
         while edits < config.max_proposals:
+            if unusable_in_a_row >= config.give_up_after:
+                get_run_logger().info(
+                    "step %d: %d edits in a row gave no usable prompt; on to the next batch",
+                    step,
+                    unusable_in_a_row,
+                )
+                return
             at_once = min(config.race, config.max_proposals - edits)
             numbers = range(proposal + 1, proposal + 1 + at_once)
             proposal += at_once
@@ -201,6 +208,9 @@ class Trainer:
                     return
                 if candidate.prompt is None:  # not in the history: apply is told apart
                     unusable.append(candidate.rejected_because or "unusable")
+                    unusable_in_a_row += 1
+                else:
+                    unusable_in_a_row = 0
 
     async def propose_edits(
         self,

@@ -471,6 +471,38 @@ def test_placeholder_renamed_candidate_is_rejected(
     assert not any("Renamed" in m[0]["content"] for m in calls_of(model, "task"))
 
 
+def test_a_step_gives_up_its_batch_after_edits_in_a_row_with_no_usable_prompt(
+    tmp_path: Path, fake_model: RegisterModel
+) -> None:
+    # per batch: the prompt unchanged, a usable edit no better, then unchanged until the end
+    replies = [proposal(BASE_SYSTEM), proposal(f"{BASE_SYSTEM} Be brief.")]
+    asked: list[int] = []
+
+    def stuck(messages: Messages) -> str:
+        if not is_repair(messages):
+            asked.append(1)
+        return replies[len(asked) - 1] if len(asked) <= len(replies) else proposal(BASE_SYSTEM)
+
+    model = fake_model(script_for(marker_fixes_all, apply=stuck))
+    config = make_config(tmp_path, steps=2, max_proposals=5)
+
+    summary = run(config)
+
+    assert summary.status == "completed"
+    reasons = [(it["step"], it["reason"]) for it in iterations(config, summary.run_id)]
+    identical = "candidate is identical to the current prompt"
+    assert reasons == [
+        (1, identical),
+        # a usable edit: the count starts again
+        (1, "not better on the batch: at most 0.250 vs 0.250 after 3/4 examples"),
+        (1, identical),
+        (1, identical),
+        (2, identical),
+        (2, identical),
+    ]
+    assert len(calls_of(model, "gradient")) == 2  # the next batch was given its own gradient
+
+
 def test_malformed_apply_reply_is_repaired_once(tmp_path: Path, fake_model: RegisterModel) -> None:
     def garbage_then_json(messages: Messages) -> str:
         return with_marker(messages) if is_repair(messages) else "Sure! Here is a better prompt"

@@ -353,6 +353,13 @@ class RunConfig(Strict):
     feedback: FeedbackSettings = FeedbackSettings()
     batch_size: int = Field(4, ge=1)
     max_proposals: int = Field(5, ge=1)
+    give_up_after: int = Field(
+        2,
+        ge=1,
+        description="Edits in a row with no usable prompt (identical to the current one, "
+        "already tried, a broken template) after which a step gives up its batch: the "
+        "gradient gave apply nothing new to write, and the next batch brings a new gradient.",
+    )
     race: int = Field(
         1,
         ge=1,
