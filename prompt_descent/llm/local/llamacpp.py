@@ -128,7 +128,7 @@ def _load(path: Path) -> _Loaded:
         if path in _loaded:
             return _loaded[path]
         try:
-            from llama_cpp import Llama
+            from prompt_descent.llm.local.aligned import ChunkAlignedLlama
         except ImportError:
             raise ModelError(
                 f"local models need llama-cpp-python, which is not installed: {INSTALL_RUNTIME}"
@@ -142,7 +142,7 @@ def _load(path: Path) -> _Loaded:
         threads = n_threads()
         try:
             with buffer_types_as_configured():
-                llama = Llama(
+                llama = ChunkAlignedLlama(
                     model_path=str(path),
                     n_ctx=context,
                     n_threads=threads,
@@ -247,8 +247,8 @@ def run_chat(model: str, messages: list[Any], optional_params: dict[str, Any]) -
     loaded = _load(resolve(model))
     chat = [{"role": m["role"], "content": _text(m.get("content"))} for m in messages]
     kwargs = chat_kwargs(optional_params)
-    # Calls share one llama.cpp context; serialising them also lets llama-cpp reuse the
-    # KV cache of the longest common token prefix with the previous call (system prompt).
+    # Calls share one llama.cpp context; serialising them also lets it reuse the KV cache
+    # of the prefix shared with the previous call (the system prompt), see aligned.py.
     with loaded.lock:
         interrupt.check()  # a call that waited for the model while a Ctrl-C came is not made
         try:
