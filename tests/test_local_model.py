@@ -117,9 +117,9 @@ def test_real_completion_has_content_usage_and_zero_cost() -> None:
 
 def test_same_call_gives_the_same_answer_whatever_ran_before() -> None:
     """llama.cpp's kernels differ by batch size, and the KV cache of the previous call is
-    reused: before chunk-aligned reuse, 5 of these 16 calls on qwen2.5-coder-0.5b answered
-    otherwise when asked twice in a row on an AMD EPYC (first a long batch, then the last
-    token alone), and in CI smollm2-135m did after the suite's earlier calls."""
+    reused: before chunk-aligned reuse, this test failed on an AMD EPYC, where 5 of 16 such
+    calls on qwen2.5-coder-0.5b answered otherwise when asked twice in a row (first a long
+    batch, then the last token alone), and in CI smollm2-135m did after earlier calls."""
     model = "local/qwen2.5-coder-0.5b-instruct"
     system = "You answer briefly. " * 40  # a shared prefix longer than one chunk
     questions = ["Name a colour and say why you like it.", "Say something surprising."]
