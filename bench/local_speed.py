@@ -33,8 +33,9 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
+from prompt_descent.errors import ModelError
 from prompt_descent.llm.local import llamacpp, provider
-from prompt_descent.llm.local.weights import describe_models
+from prompt_descent.llm.local.weights import describe_models, resolve
 
 INSTRUCTIONS = """\
 You check reading-comprehension data. You are given a short text and a question.
@@ -270,6 +271,11 @@ def main() -> None:
     args = parser.parse_args()
     provider.register()
     models = args.models or [m.name for m in describe_models() if m.installed]
+    for model in models:  # one line before any measuring, not a traceback halfway through
+        try:
+            resolve(model)
+        except ModelError as exc:
+            parser.error(f"--models: {exc}")
     console = Console(width=200)
     started, machine_line = now(), machine()  # before our own load counts in the load average
     results = []
