@@ -76,7 +76,7 @@ from prompt_descent.core.config import (
     RunConfig,
     Splits,
 )
-from prompt_descent.core.datasets import load_examples, split_examples
+from prompt_descent.core.datasets import DataSplits, load_examples, split_examples
 from prompt_descent.llm.local.weights import resolve
 from prompt_descent.runtime import tether
 from tasks.metric import resolve_metric
@@ -391,6 +391,12 @@ def test_accuracy(regime: Regime, task: str, final: dict, test: list[Example]) -
     return total / len(test)
 
 
+def splits_of(data: Path, size: dict, seed: int) -> DataSplits:
+    """A task file's train / val / test examples for a seed: the same for every method."""
+    examples = load_examples(DatasetSpec(path=str(data)))
+    return split_examples(examples, Splits(**size), seed)
+
+
 def run_all(args: argparse.Namespace, results: dict, result_file: Path) -> None:
     size, budget, regime = results["size"], results["budget"], REGIMES[args.regime]
     servers = start_servers(args.threads)
@@ -398,9 +404,7 @@ def run_all(args: argparse.Namespace, results: dict, result_file: Path) -> None:
         for seed in args.seeds:
             for task in args.tasks:
                 data = bbh_task(args.data, task)
-                splits = split_examples(
-                    load_examples(DatasetSpec(path=str(data))), Splits(**size), seed
-                )
+                splits = splits_of(data, size, seed)
                 for method in args.methods:
                     cell = f"{task}|{seed}|{method}"
                     if cell in results["cells"]:
@@ -521,6 +525,23 @@ def versus_best_peer(args: argparse.Namespace, cells: dict) -> str:
     )
 
 
+def constant_answers(args: argparse.Namespace, size: dict) -> str:
+    """What a prompt that ignores its input can score on each task: the test share of each
+    seed's most common answer. Picked on test, so a ceiling for any constant answer."""
+    rows = []
+    for task in args.tasks:
+        shares, answers = [], []
+        for seed in args.seeds:
+            test = splits_of(bbh_task(args.data, task), size, seed).test
+            answer, count = Counter(e.target for e in test).most_common(1)[0]
+            shares.append(100 * count / len(test))
+            answers.append(answer)
+        rows.append([task, ", ".join(dict.fromkeys(answers)), spread_of(shares)])
+    return markdown_table(
+        ["task", "most common test answer (by seed)", "its share of test %, mean ± std"], rows
+    )
+
+
 def write_table(args: argparse.Namespace, results: dict) -> str:
     """One row per task and method that has cells; each row over the seeds it has."""
     cells, size = results["cells"], results["size"]
@@ -583,7 +604,11 @@ def write_table(args: argparse.Namespace, results: dict) -> str:
         + ran_at(cells.values())
         + table
         + f"\n\n{OURS} (our lever set, fixed before the other levers ran, not picked on "
-        "test) against the best peer:\n\n" + versus_best_peer(args, cells) + "\n"
+        "test) against the best peer:\n\n"
+        + versus_best_peer(args, cells)
+        + "\n\nA constant answer scores (the level a prompt must beat to use its input):\n\n"
+        + constant_answers(args, size)
+        + "\n"
     )
     write_section(regime.section, body)
     print(table)
