@@ -410,9 +410,14 @@ def run_deployment(
     server: Server, name: str, parameters: list[dict[str, Any]], tmp_path: Path
 ) -> list[Any]:
     """Deploy the project's deployment `name` (prefect.yaml), start one flow run of it per
-    parameters, let a process worker run them all, and return the flow runs as they ended."""
-    # each call takes 0.2 s, so that runs started together overlap
-    env = server.env(PROMPT_DESCENT_FAKE_SCRIPT=DEMO_SCRIPT, PROMPT_DESCENT_FAKE_LATENCY="0.2")
+    parameters, let a process worker run them all, and return the flow runs as they ended.
+
+    The runs overlap: no model call is answered before every run has made its first."""
+    env = server.env(
+        PROMPT_DESCENT_FAKE_SCRIPT=DEMO_SCRIPT,
+        PROMPT_DESCENT_FAKE_LATENCY="0.2",
+        PROMPT_DESCENT_FAKE_RENDEZVOUS=f"{tmp_path / 'arrived'}:{len(parameters)}",
+    )
 
     async def create_pool(client: Any) -> None:
         with contextlib.suppress(ObjectAlreadyExists):
@@ -458,6 +463,7 @@ def run_deployment(
     flow_runs = call(server, states)
     log = (tmp_path / "worker.log").read_text()[-4000:]
     assert [r.state.type.value for r in flow_runs] == ["COMPLETED"] * len(run_ids), log
+    assert len(list((tmp_path / "arrived").iterdir())) == len(run_ids)  # one process each
     return flow_runs
 
 
@@ -513,7 +519,7 @@ def test_nightly_deployment_runs_twice_at_once_and_records_its_decisions(
     store = Store(config["store"])
     register_prompt("contains-answer", VAGUE, RunConfig(**config).models.task, store)
 
-    # both runs read the champion before either can promote
+    # both runs read the champion before their first model call, so before either promotes
     nightly = {"config_path": str(config_path), "margin": 0.05}
     flow_runs = run_deployment(server, "reoptimize/reoptimize-nightly", [nightly] * 2, tmp_path)
     assert all(r.name == "reoptimize nightly" for r in flow_runs)

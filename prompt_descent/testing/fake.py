@@ -14,6 +14,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -88,7 +89,8 @@ def load_script(reference: str) -> Script:
 
 def serve_script_from_env(register: Callable[[str, CustomLLM], None]) -> None:
     """PROMPT_DESCENT_FAKE_SCRIPT=module:function serves that script as the `fake/...` models
-    (each call taking PROMPT_DESCENT_FAKE_LATENCY seconds, default 0).
+    (each call taking PROMPT_DESCENT_FAKE_LATENCY seconds, default 0; with
+    PROMPT_DESCENT_FAKE_RENDEZVOUS, see `_held_until_all_arrive`).
 
     A `prompt_descent.providers` plugin (pyproject.toml): the gateway calls it at import,
     so the flow runs a Prefect worker starts in their own processes get the scripted
@@ -97,7 +99,11 @@ def serve_script_from_env(register: Callable[[str, CustomLLM], None]) -> None:
     reference = os.environ.get("PROMPT_DESCENT_FAKE_SCRIPT")
     if reference:
         latency = float(os.environ.get("PROMPT_DESCENT_FAKE_LATENCY", "0"))
-        register("fake", ScriptedModel(_loaded_on_first_call(reference), latency))
+        script = _loaded_on_first_call(reference)
+        rendezvous = os.environ.get("PROMPT_DESCENT_FAKE_RENDEZVOUS")
+        if rendezvous:
+            script = _held_until_all_arrive(script, rendezvous)
+        register("fake", ScriptedModel(script, latency))
 
 
 def _loaded_on_first_call(reference: str) -> Script:
@@ -110,6 +116,36 @@ def _loaded_on_first_call(reference: str) -> Script:
         return loaded[0](model, messages)
 
     return script
+
+
+def _held_until_all_arrive(script: Script, rendezvous: str, timeout_s: float = 120.0) -> Script:
+    """PROMPT_DESCENT_FAKE_RENDEZVOUS=DIR:N holds each process's first call until N
+    processes have made theirs, so that runs a test starts together really overlap: every
+    one of them is past whatever it did before its first call before any call is answered."""
+    directory, _, count = rendezvous.rpartition(":")
+    if not directory or not count.isdigit():
+        raise ValueError(f"expected PROMPT_DESCENT_FAKE_RENDEZVOUS=DIR:N, got {rendezvous!r}")
+    arrivals, expected = Path(directory), int(count)
+    arrived = threading.Event()
+    lock = threading.Lock()
+
+    def held(model: str, messages: list[dict[str, str]]) -> str:
+        with lock:
+            if not arrived.is_set():
+                arrivals.mkdir(parents=True, exist_ok=True)
+                (arrivals / str(os.getpid())).touch()
+                deadline = time.monotonic() + timeout_s
+                while len(list(arrivals.iterdir())) < expected:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(
+                            f"rendezvous {arrivals}: {expected} processes expected within "
+                            f"{timeout_s:.0f} s, {len(list(arrivals.iterdir()))} arrived"
+                        )
+                    time.sleep(0.05)
+                arrived.set()
+        return script(model, messages)
+
+    return held
 
 
 FAULT_KINDS = (
