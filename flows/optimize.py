@@ -140,6 +140,7 @@ class Trainer:
         return AcceptRule(
             always_accept=feedback_mode and self.config.feedback.always_accept,
             early_reject_chance=self.config.early_reject_chance,
+            val_ties_accepted=self.config.val_ties == "accept",
         )
 
     async def step(self, step: int, batch: list[Example], history: list[Attempt]):
@@ -183,6 +184,7 @@ class Trainer:
             self.answers,
             config.right_shown,
             config.metric.answer,
+            models.task.max_tokens,
         )
         unusable: list[str] = []  # why earlier edits had no prompt, for apply to avoid
         edits = unusable_in_a_row = 0

@@ -2,7 +2,8 @@
 
 The accept rule, in one place: a candidate is accepted when it is strictly better on
 the batch it was written for and not worse on the validation split. Ties on val are
-accepted because the candidate fixed the batch without costing anything held out.
+accepted by default because the candidate fixed the batch without costing anything held
+out; `val_ties: reject` asks for held-out evidence too, strictly better on val.
 Validate reads the same rule to stop a candidate early (tasks/validate.py).
 `always_accept` keeps the original Tiny TextGrad behaviour: every usable revision is
 taken, scored in full.
@@ -17,14 +18,16 @@ from tasks.options import step
 
 
 class AcceptRule(BaseModel):
-    """Strictly better on the batch, then not worse on val, with the statistical stop:
-    validate gives a candidate up once its chance to reach the current val score is below
-    `early_reject_chance` (0: only once it certainly cannot)."""
+    """Strictly better on the batch, then not worse on val (strictly better, unless
+    `val_ties_accepted`), with the statistical stop: validate gives a candidate up once its
+    chance to reach its val target is below `early_reject_chance` (0: only once it
+    certainly cannot)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     always_accept: bool = False
     early_reject_chance: float = 0.0  # checked where it is configured (RunConfig)
+    val_ties_accepted: bool = True
 
 
 @step("decide", pure=True)

@@ -33,13 +33,19 @@ from tasks.options import step
 MAX_CASES_SHOWN = 8
 MAX_ANSWER_SPACE = 12
 
+# the batch is a handful of examples: a change naming their particulars fits only them
+GENERAL = (
+    "The changes must hold for every input of the task, not only for these examples: state "
+    "them as general rules, without these examples' particular objects, names or numbers."
+)
+
 GRADIENT_SYSTEM = (
     "You are an expert prompt engineer. A language model was given a prompt and got the "
     "examples below wrong. Compare each model output with the expected answer, in content "
     "and in form (format, length, wording), and say why the prompt led to the difference. "
     "Then list the concrete changes to the prompt's instructions that would make the model "
-    "give the expected answers. Be brief: at most five bullet points. Do not write the new "
-    "prompt."
+    "give the expected answers. " + GENERAL + " Be brief: at most five bullet points. Do not "
+    "write the new prompt."
 )
 
 REASONING_GRADIENT_SYSTEM = (
@@ -48,7 +54,8 @@ REASONING_GRADIENT_SYSTEM = (
     "its output. For each example, find the step where the reasoning went wrong, or why no "
     "answer could be read, and say what in the prompt led there. Then list the concrete "
     "changes to the prompt's instructions that would make the model reason its way to the "
-    "expected answers. Be brief: at most five bullet points. Do not write the new prompt."
+    "expected answers. " + GENERAL + " Be brief: at most five bullet points. Do not write "
+    "the new prompt."
 )
 
 CUT_OFF = (
@@ -60,6 +67,23 @@ REASONING_CUT_OFF = (
     "An output marked cut off reached the token limit before its answer: the prompt must "
     "keep the reasoning short enough for the answer to come within the limit."
 )
+ALL_CUT_OFF = (
+    "None of them got to its answer, so this comes first: the prompt must ask for brief "
+    "reasoning, a few short sentences, then the answer."
+)
+
+
+def cut_off_note(cases: list[tuple[Example, Prediction]], reasons: bool, limit: int | None) -> str:
+    """How many of the outputs shown the token limit cut off, and what the prompt must do."""
+    cut = sum(prediction.truncated for _, prediction in cases)
+    if not cut:
+        return ""
+    at = f"the limit of {limit} tokens (about {limit * 3 // 4} words)" if limit else "the limit"
+    note = f"{cut} of the {len(cases)} outputs shown were cut off at {at}. "
+    note += REASONING_CUT_OFF if reasons else CUT_OFF
+    if reasons and cut == len(cases):
+        note += " " + ALL_CUT_OFF
+    return "\n\n" + note
 
 
 CRITIQUE_SYSTEM = (
@@ -86,6 +110,8 @@ def _case(
     answer_read = ""
     if read is not None:
         answer_read = f"\nAnswer read from it: {read(prediction.output) or '(none)'}"
+        if prediction.truncated:  # the last label it mentioned, mid-reasoning
+            answer_read += " (from an output cut off before its answer: not an answer it gave)"
     return (
         f"Example {number} (score {prediction.score:.2f}):\n{inputs}\n"
         f"Model output{cut}: {answer}{answer_read}{expected}"
@@ -105,13 +131,13 @@ def gradient_messages(
     answers: list[str] = (),
     right: list[tuple[Example, Prediction]] = (),
     answer: AnswerSpec | None = None,
+    token_limit: int | None = None,
 ) -> list[dict[str, str]]:
     read = answer_reader(answer) if answer is not None else None
     shown = "\n\n".join(_case(n, *case, read) for n, case in enumerate(cases, start=1))
     if answer is not None:
         shown += f"\n\nThe answer is read from each output as {answer.rule}."
-    if any(prediction.truncated for _, prediction in cases):
-        shown += "\n\n" + (CUT_OFF if answer is None else REASONING_CUT_OFF)
+    shown += cut_off_note(cases, answer is not None, token_limit)
     if answers:
         shown += (
             "\n\nEvery expected answer in this task is one of: "
@@ -149,6 +175,7 @@ async def gradient(
     answers: list[str] = (),
     right_shown: int = 0,
     answer: AnswerSpec | None = None,
+    token_limit: int | None = None,
 ) -> Feedback:
     """Metric mode shows the failing examples, then up to `right_shown` right ones;
     feedback mode all of them, worst first."""
@@ -161,6 +188,8 @@ async def gradient(
     cases = [(by_id[p.example_id], p) for p in shown][:MAX_CASES_SHOWN]
     kept = [(by_id[p.example_id], p) for p in right]
     call = await active_gateway().complete(
-        "gradient", settings, gradient_messages(prompt, cases, mode, answers, kept, answer)
+        "gradient",
+        settings,
+        gradient_messages(prompt, cases, mode, answers, kept, answer, token_limit),
     )
     return Feedback(prompt_id=prompt.id, text=(call.response or "").strip(), failures=len(cases))

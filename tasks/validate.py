@@ -1,9 +1,9 @@
 """Step 5, the guard: score the candidate on the batch, then on the validation split.
 
 A candidate must be strictly better than the current prompt on the batch it was
-written for, then not worse on val. Both are scored the same frugal way, in chunks
-no larger than the number of further examples that could settle it, and scoring
-stops as soon as it is settled:
+written for, then not worse on val (or strictly better: AcceptRule). Both are scored the
+same frugal way, in chunks no larger than the number of further examples that could
+settle it, and scoring stops as soon as it is settled:
 
 - certainly, on both: the candidate cannot reach the target even if every remaining
   example were right. The examples the current prompt does worst on come first, where
@@ -176,20 +176,21 @@ async def validate(
 
     chance = rule.early_reject_chance
     order = in_turn(val, current_val) if chance > 0 else hardest_first(val, current_val)
-    val_race = Race(order, current_val, strict=False, early_reject_chance=chance)
+    strict = not rule.val_ties_accepted
+    val_race = Race(order, current_val, strict=strict, early_reject_chance=chance)
     on_val = await run_race(prompt, val_race, scorer, rule.always_accept)
     scores = _scores(on_val)
     result = result.model_copy(update={"val": on_val, "val_examples_scored": len(scores)})
     if rule.always_accept or not val_race.lost(scores):
         return result.model_copy(update={"val_after": on_val.score})
+    target = f"{'beat' if strict else 'reach'} val {current_val.score:.3f}"
     if val_race.certainly_lost(scores):
         why = (
-            f"cannot reach val {current_val.score:.3f}: at most "
+            f"cannot {target}: at most "
             f"{val_race.reachable(scores) / len(val):.3f} {_after(val_race, scores)}"
         )
     else:
         why = (
-            f"unlikely to reach val {current_val.score:.3f}: "
-            f"{val_race.chance(scores):.1%} chance {_after(val_race, scores)}"
+            f"unlikely to {target}: {val_race.chance(scores):.1%} chance {_after(val_race, scores)}"
         )
     return result.model_copy(update={"stopped_because": why})

@@ -78,6 +78,7 @@ def test_outputs_the_token_limit_cut_off_are_shown_as_cut_off(tmp_path: Path, fa
     (cut,) = gradient_prompts(tmp_path / "cut", ["yes", "no"] * 10, answer_tokens=5)
     (whole,) = gradient_prompts(tmp_path / "whole", ["yes", "no"] * 10, answer_tokens=6)
     assert "Model output (cut off at the token limit): a sentence, not a label" in cut
+    assert "4 of the 4 outputs shown were cut off at the limit of 5 tokens (about 3 words)" in cut
     assert "give the expected answer first" in cut
     assert "cut off" not in whole and "Model output: a sentence, not a label" in whole
 
@@ -120,8 +121,35 @@ def test_where_the_answer_is_read_from_the_end_the_gradient_looks_at_the_reasoni
     prompt = ask["content"]
     assert "reasons, then answers" in system["content"]
     assert "The answer is read from each output as the last of 'yes', 'no' written." in prompt
-    assert "It looks like yes, but no\nAnswer read from it: no\nExpected: yes" in prompt
+    # a label it mentioned before the limit cut it off is not taken for its answer
+    assert (
+        "It looks like yes, but no\nAnswer read from it: no (from an output cut off before its "
+        "answer: not an answer it gave)\nExpected: yes"
+    ) in prompt
     # a cut-off output asks for shorter reasoning, not for the answer alone, first
     assert "keep the reasoning short enough" in prompt
+    assert "None of them got to its answer, so this comes first" in prompt
     assert "give the expected answer first" not in prompt
     assert "give the expected answer first" in plain and "Answer read" not in plain
+
+
+def test_the_gradient_is_asked_for_rules_of_the_task_not_of_its_examples(
+    tmp_path: Path, fake_model
+) -> None:
+    fake_model(reasons_then_answers)
+    answer = {"name": "exact_match", "answer": {"take": "last_label", "labels": ["yes", "no"]}}
+    (reasoning, _), *_ = gradient_calls(tmp_path / "reasoning", ["yes", "no"] * 10, metric=answer)
+    (plain, _), *_ = gradient_calls(tmp_path / "plain", ["yes", "no"] * 10)
+    for system in (reasoning, plain):
+        assert "must hold for every input of the task" in system["content"]
+        assert "without these examples' particular objects, names or numbers" in system["content"]
+
+
+def test_a_reasoning_output_that_answered_within_the_limit_is_read_as_its_answer(
+    tmp_path: Path, fake_model
+) -> None:
+    fake_model(reasons_then_answers)
+    answer = {"name": "exact_match", "answer": {"take": "last_label", "labels": ["yes", "no"]}}
+    (_, ask), *_ = gradient_calls(tmp_path, ["yes", "no"] * 10, answer_tokens=7, metric=answer)
+    assert "It looks like yes, but no\nAnswer read from it: no\nExpected: yes" in ask["content"]
+    assert "cut off" not in ask["content"]

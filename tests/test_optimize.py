@@ -427,6 +427,33 @@ def test_a_candidate_that_ties_on_val_is_not_given_up_on_by_chance(
     assert it["val_after"] == it["val_before"] == 0.5
 
 
+def test_with_val_ties_rejected_a_candidate_must_be_better_on_val_too(
+    tmp_path: Path, fake_model: RegisterModel
+) -> None:
+    config, val, baseline_right = forty_val(tmp_path, 0.0)
+    one_more = min(baseline_right)
+
+    def trades_places(system: str, number: int) -> bool:
+        if number not in val:
+            return MARKER in system  # the candidate fixes the batch
+        return (number in baseline_right) != (MARKER in system)  # and swaps the val halves
+
+    def one_better(system: str, number: int) -> bool:
+        return trades_places(system, number) or (MARKER in system and number == one_more)
+
+    strict = config.model_copy(update={"val_ties": "reject"})
+    fake_model(script_for(trades_places))
+    (tie,) = iterations(strict, run(strict).run_id)
+    fake_model(script_for(one_better))
+    elsewhere = strict.model_copy(update={"store": str(tmp_path / "better.duckdb")})
+    with temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: tmp_path / "better"}):
+        (better,) = iterations(elsewhere, run(elsewhere).run_id)  # no cached answers of the tie
+    assert not tie["accepted"]
+    assert tie["reason"] == "cannot beat val 0.500: at most 0.500 after 40/40 examples"
+    assert better["accepted"], better["reason"]
+    assert better["val_after"] == 0.525 > better["val_before"] == 0.5
+
+
 def drops_input(messages: Messages) -> str:
     return proposal(f"{BASE_SYSTEM} Dropped the input.", template="Answer now:")
 

@@ -381,6 +381,12 @@ class RunConfig(Strict):
         description="Stop validating a candidate on val once its chance to still reach the "
         "current prompt's score is below this; 0: only once it cannot.",
     )
+    val_ties: Literal["accept", "reject"] = Field(
+        "accept",
+        description="A candidate better on its batch that only ties the current prompt on "
+        "val: accept it (it fixed the batch at no cost held out), or reject it (the batch "
+        "is the one it was written for, so a tie leaves no held-out evidence for it).",
+    )
     steps: int | None = Field(None, ge=1, description="Batches to run; default one epoch.")
     epochs: int = Field(1, ge=1)
     seed: int = 0
