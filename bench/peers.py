@@ -8,7 +8,8 @@ own under bench/.venvs (none is a dependency of the project):
 
 prompt-descent runs as one method per set of levers (LEVERS): plain, with demonstrations,
 and with demonstrations plus right cases shown to the gradient (`right_shown`), plus
-edits raced three at a time (`race`), or plus a pool of the three best prompts (`pool`).
+edits raced three at a time (`race`), or plus a pool of the three best prompts (`pool`),
+or plus a val margin of one standard error before an edit is accepted (`margin`).
 
 Every method, prompt-descent included (as `openai/...` models with `api_base`), calls
 the same llama-cpp-python OpenAI-compatible servers (bench/peer_server.py): one for the
@@ -100,6 +101,7 @@ LEVERS = {  # prompt-descent's methods: the config keys each one turns on
     "prompt-descent-right": {"demos": {"count": DEMOS}, "right_shown": 2},  # and right cases
     "prompt-descent-race": {"demos": {"count": DEMOS}, "race": 3},  # demos, edits 3 at a time
     "prompt-descent-pool": {"demos": {"count": DEMOS}, "pool": 3},  # demos, 3 best kept
+    "prompt-descent-margin": {"demos": {"count": DEMOS}, "val_margin": 1.0},  # demos, +1 SE
 }
 METHODS = [
     "baseline",

@@ -141,6 +141,7 @@ class Trainer:
             always_accept=feedback_mode and self.config.feedback.always_accept,
             early_reject_chance=self.config.early_reject_chance,
             val_ties_accepted=self.config.val_ties == "accept",
+            val_margin=self.config.val_margin,
         )
 
     async def step(self, step: int, batch: list[Example], history: list[Attempt]):

@@ -3,7 +3,10 @@
 The accept rule, in one place: a candidate is accepted when it is strictly better on
 the batch it was written for and not worse on the validation split. Ties on val are
 accepted by default because the candidate fixed the batch without costing anything held
-out; `val_ties: reject` asks for held-out evidence too, strictly better on val.
+out; `val_ties: reject` asks for held-out evidence too, strictly better on val, and
+`val_margin` for more of it: better by that many standard errors of the current val score,
+where a gain of one or two examples on a small val split is as likely luck as an edit
+that works.
 Validate reads the same rule to stop a candidate early (tasks/validate.py).
 `always_accept` keeps the original Tiny TextGrad behaviour: every usable revision is
 taken, scored in full.
@@ -18,16 +21,17 @@ from tasks.options import step
 
 
 class AcceptRule(BaseModel):
-    """Strictly better on the batch, then not worse on val (strictly better, unless
-    `val_ties_accepted`), with the statistical stop: validate gives a candidate up once its
-    chance to reach its val target is below `early_reject_chance` (0: only once it
-    certainly cannot)."""
+    """Strictly better on the batch, then on val at least the current prompt's score plus
+    `val_margin` of its standard errors (strictly more, unless `val_ties_accepted`), with
+    the statistical stop: validate gives a candidate up once its chance to reach its val
+    target is below `early_reject_chance` (0: only once it certainly cannot)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     always_accept: bool = False
     early_reject_chance: float = 0.0  # checked where it is configured (RunConfig)
     val_ties_accepted: bool = True
+    val_margin: float = 0.0
 
 
 @step("decide", pure=True)

@@ -1,7 +1,8 @@
 """Step 5, the guard: score the candidate on the batch, then on the validation split.
 
 A candidate must be strictly better than the current prompt on the batch it was
-written for, then not worse on val (or strictly better: AcceptRule). Both are scored the
+written for, then not worse on val (or strictly better, or better by a margin of the
+current val score's standard errors: AcceptRule). Both are scored the
 same frugal way, in chunks no larger than the number of further examples that could
 settle it, and scoring stops as soon as it is settled:
 
@@ -20,6 +21,8 @@ Both settings are the run's AcceptRule (tasks/decide.py).
 
 from __future__ import annotations
 
+import math
+import statistics
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -58,17 +61,24 @@ def in_turn(examples: list[Example], current: SplitScore) -> list[Example]:
 @dataclass(frozen=True)
 class Race:
     """A candidate scored, in `examples` order, against the current prompt's score sum on
-    one split; `early_reject_chance` > 0 also gives up once its chance to reach that sum
-    is below it."""
+    one split, raised by `margin` standard errors of that sum; `early_reject_chance` > 0
+    also gives up once its chance to reach the target is below it."""
 
     examples: list[Example]
     current: SplitScore
     strict: bool
     early_reject_chance: float = 0.0
+    margin: float = 0.0
+
+    @cached_property
+    def standard_error(self) -> float:
+        """Of the current prompt's score sum, read as n draws of its per-example score."""
+        scores = [p.score for p in self.current.predictions]
+        return math.sqrt(len(scores)) * statistics.pstdev(scores) if scores else 0.0
 
     @cached_property
     def target(self) -> float:
-        return sum(p.score for p in self.current.predictions)
+        return sum(p.score for p in self.current.predictions) + self.margin * self.standard_error
 
     @cached_property
     def _current_right(self) -> set[str]:
@@ -177,13 +187,17 @@ async def validate(
     chance = rule.early_reject_chance
     order = in_turn(val, current_val) if chance > 0 else hardest_first(val, current_val)
     strict = not rule.val_ties_accepted
-    val_race = Race(order, current_val, strict=strict, early_reject_chance=chance)
+    val_race = Race(
+        order, current_val, strict=strict, early_reject_chance=chance, margin=rule.val_margin
+    )
     on_val = await run_race(prompt, val_race, scorer, rule.always_accept)
     scores = _scores(on_val)
     result = result.model_copy(update={"val": on_val, "val_examples_scored": len(scores)})
     if rule.always_accept or not val_race.lost(scores):
         return result.model_copy(update={"val_after": on_val.score})
-    target = f"{'beat' if strict else 'reach'} val {current_val.score:.3f}"
+    target = f"{'beat' if strict else 'reach'} val {val_race.target / len(val):.3f}"
+    if rule.val_margin > 0:
+        target += f" ({current_val.score:.3f} + {rule.val_margin:g} standard error)"
     if val_race.certainly_lost(scores):
         why = (
             f"cannot {target}: at most "

@@ -454,6 +454,39 @@ def test_with_val_ties_rejected_a_candidate_must_be_better_on_val_too(
     assert better["val_after"] == 0.525 > better["val_before"] == 0.5
 
 
+def test_with_a_val_margin_a_candidate_must_beat_val_by_that_many_standard_errors(
+    tmp_path: Path, fake_model: RegisterModel
+) -> None:
+    config, val, baseline_right = forty_val(tmp_path, 0.0)
+    # half of 40 right: one standard error of the sum is sqrt(40) * 0.5 = 3.16 examples
+
+    def gains(more: int):
+        extra = set(sorted(baseline_right)[:more])
+
+        def script(system: str, number: int) -> bool:
+            if number not in val:
+                return MARKER in system
+            if MARKER in system:
+                return number not in baseline_right or number in extra
+            return number in baseline_right
+
+        return script
+
+    margin = config.model_copy(update={"val_margin": 1.0})
+    fake_model(script_for(gains(3)))
+    (three,) = iterations(margin, run(margin).run_id)
+    fake_model(script_for(gains(4)))
+    elsewhere = margin.model_copy(update={"store": str(tmp_path / "four.duckdb")})
+    with temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: tmp_path / "four"}):
+        (four,) = iterations(elsewhere, run(elsewhere).run_id)
+    assert not three["accepted"]
+    assert three["reason"].startswith(
+        "cannot reach val 0.579 (0.500 + 1 standard error): at most 0.5"
+    ), three["reason"]
+    assert four["accepted"], four["reason"]
+    assert four["val_after"] == 0.6 > four["val_before"] == 0.5
+
+
 def drops_input(messages: Messages) -> str:
     return proposal(f"{BASE_SYSTEM} Dropped the input.", template="Answer now:")
 

@@ -387,6 +387,14 @@ class RunConfig(Strict):
         "val: accept it (it fixed the batch at no cost held out), or reject it (the batch "
         "is the one it was written for, so a tie leaves no held-out evidence for it).",
     )
+    val_margin: float = Field(
+        0.0,
+        ge=0.0,
+        le=3.0,
+        description="Standard errors of the current prompt's val score (sqrt(n) times the "
+        "spread of its per-example scores) a candidate must beat it by on val; 0: reaching "
+        "it is enough (val_ties).",
+    )
     steps: int | None = Field(None, ge=1, description="Batches to run; default one epoch.")
     epochs: int = Field(1, ge=1)
     seed: int = 0
