@@ -135,11 +135,11 @@ def _held_until_all_arrive(script: Script, rendezvous: str, timeout_s: float = 1
                 arrivals.mkdir(parents=True, exist_ok=True)
                 (arrivals / str(os.getpid())).touch()
                 deadline = time.monotonic() + timeout_s
-                while len(list(arrivals.iterdir())) < expected:
+                while (present := len(list(arrivals.iterdir()))) < expected:
                     if time.monotonic() > deadline:
                         raise RuntimeError(
                             f"rendezvous {arrivals}: {expected} processes expected within "
-                            f"{timeout_s:.0f} s, {len(list(arrivals.iterdir()))} arrived"
+                            f"{timeout_s:.0f} s, {present} arrived"
                         )
                     time.sleep(0.05)
                 arrived.set()
