@@ -460,7 +460,7 @@ def test_with_a_val_margin_a_candidate_must_beat_val_by_that_many_standard_error
     config, val, baseline_right = forty_val(tmp_path, 0.0)
     # half of 40 right: one standard error of the sum is sqrt(40) * 0.5 = 3.16 examples
 
-    def gains(more: int):
+    def gains(more: int) -> Callable[[str, int], bool]:
         extra = set(sorted(baseline_right)[:more])
 
         def script(system: str, number: int) -> bool:
