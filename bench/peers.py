@@ -479,9 +479,9 @@ def gain_over_baseline(gains: list[float]) -> str:
 
 
 OURS = {  # the prompt-descent methods set against the best peer, and how each was chosen
-    "prompt-descent-demos": "our lever set, fixed before the other levers ran, not picked on test",
-    "prompt-descent-margin": "demos with val_margin 1, a lever chosen after seeing earlier "
-    "test cells, so not free of selection on test",
+    "prompt-descent-demos": "fixed before the other levers ran, not picked on test",
+    "prompt-descent-margin": "chosen after seeing earlier test cells, so not free of selection "
+    "on test",
 }
 PEERS = ["dspy-gepa", "dspy-mipro", "dspy-mipro-demos", "ape"]
 
@@ -612,7 +612,7 @@ def write_table(args: argparse.Namespace, results: dict) -> str:
         + ran_at(cells.values())
         + table
         + "".join(
-            f"\n\n{method} ({chosen}) against the best peer:\n\n{versus}"
+            f"\n\n{method} (levers `{LEVERS[method]}`, {chosen}) against the best peer:\n\n{versus}"
             for method, chosen in OURS.items()
             if (versus := versus_best_peer(args, cells, method))
         )
